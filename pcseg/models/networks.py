@@ -1,0 +1,1 @@
+"""Imports every module that registers a network (one import line per network module)."""

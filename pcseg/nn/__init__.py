@@ -1,0 +1,1 @@
+"""Layers: KPConv, SALA, sparse and focal sparse convolution."""
