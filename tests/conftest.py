@@ -1,0 +1,26 @@
+"""Shared fixtures. Real data lives in ../shared/data (beside the checkout); tests that need it skip cleanly."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PCSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data, or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def als_files(shared_data) -> list[Path]:
+    files = sorted(p for p in (shared_data / "als").glob("*.la[sz]"))
+    if not files:
+        pytest.skip("no LAS/LAZ tiles in ../shared/data/als")
+    return files
