@@ -1,0 +1,3 @@
+from pcseg.cli.main import run
+
+run()

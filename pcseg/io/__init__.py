@@ -1,0 +1,6 @@
+"""Point clouds in and out: one in-memory type, lossless readers/writers for LAS/LAZ, PLY, KITTI .bin, .npy,
+text, PCD and S3DIS room folders."""
+from .api import FORMATS, WRITABLE, format_from_path, read, same_file, sniff, write
+from .cloud import PointCloud
+
+__all__ = ["FORMATS", "WRITABLE", "PointCloud", "format_from_path", "read", "same_file", "sniff", "write"]

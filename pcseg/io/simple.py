@@ -1,0 +1,175 @@
+"""Array formats: KITTI/nuScenes ``.bin``, ``.npy`` and text (``.txt``/``.xyz``/``.csv``) with a column spec."""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+
+from ..errors import BadInputError
+
+KITTI_COLUMNS = {4: ("x", "y", "z", "intensity"), 5: ("x", "y", "z", "intensity", "ring")}
+
+
+def parse_columns(spec: str | list[str] | None, n: int, path: str) -> list[str]:
+    """Column names from a spec like ``x,y,z,intensity,class`` (``_`` skips a column); default x,y,z,col3..."""
+    if spec is None:
+        names = ["x", "y", "z"] + [f"col{i}" for i in range(3, n)]
+    else:
+        names = [c.strip() for c in (spec.split(",") if isinstance(spec, str) else spec)]
+    if len(names) != n:
+        raise BadInputError(f"the column spec names {len(names)} columns but the data has {n}", path)
+    for c in ("x", "y", "z"):
+        if c not in names:
+            raise BadInputError(f"the column spec has no {c!r} column", path)
+    return names
+
+
+def _from_columns(table: np.ndarray, names: list[str], meta: dict, int_columns: set[str] = frozenset()):
+    from .cloud import PointCloud
+
+    xyz = np.stack([table[:, names.index(c)] for c in ("x", "y", "z")], axis=1)
+    fields = {}
+    for i, name in enumerate(names):
+        if name in ("x", "y", "z", "_"):
+            continue
+        col = table[:, i]
+        fields[name] = col.astype(np.int64) if name in int_columns else col
+    return PointCloud(xyz, fields, meta)
+
+
+def read_bin(data: bytes, path: str, columns: int | str | None = None, labels: str | None = None):
+    """KITTI velodyne ``.bin``: float32 rows x,y,z,intensity (``columns=5`` for nuScenes: +ring).
+
+    ``labels``: a SemanticKITTI ``.label`` file (uint32 per point: semantic = low 16 bits, instance = high 16).
+    """
+    ncol = 4 if columns is None else (int(columns) if str(columns).isdigit() else len(str(columns).split(",")))
+    names = KITTI_COLUMNS.get(ncol) if columns is None or str(columns).isdigit() else tuple(str(columns).split(","))
+    if names is None:
+        names = ("x", "y", "z") + tuple(f"col{i}" for i in range(3, ncol))
+    if len(data) % (4 * ncol):
+        raise BadInputError(f"size {len(data)} bytes is not a multiple of {ncol} float32 columns; the file is "
+                            f"truncated or has another column count (use --columns)", path)
+    table = np.frombuffer(data, dtype="<f4").reshape(-1, ncol)
+    cloud = _from_columns(table, list(names), {"format": "bin", "bin_columns": list(names)})
+    cloud.fields = {k: np.ascontiguousarray(v) for k, v in cloud.fields.items()}
+    if labels is not None:
+        try:
+            raw = np.fromfile(labels, dtype="<u4")
+        except OSError as e:
+            raise BadInputError(f"cannot read labels: {e.strerror}", labels) from None
+        if len(raw) != len(cloud):
+            raise BadInputError(f"{len(raw)} labels for {len(cloud)} points in {path}", labels)
+        cloud.fields["semantic"] = (raw & 0xFFFF).astype(np.uint16)
+        cloud.fields["instance"] = (raw >> 16).astype(np.uint16)
+    return cloud
+
+
+def write_bin(cloud, dest, path: str) -> list[str]:
+    names = cloud.meta.get("bin_columns") if cloud.meta.get("format") == "bin" else None
+    names = list(names or KITTI_COLUMNS[4])
+    table = np.zeros((len(cloud), len(names)), dtype="<f4")
+    for i, name in enumerate(names):
+        if name in ("x", "y", "z"):
+            table[:, i] = cloud.xyz[:, "xyz".index(name)]
+        elif name in cloud.fields:
+            table[:, i] = cloud.fields[name]
+    notes = []
+    dropped = [n for n in cloud.fields if n not in names]
+    if dropped:
+        notes.append(f"the .bin format holds only {','.join(names)}; not written: {', '.join(dropped)}")
+    missing = [n for n in names if n not in ("x", "y", "z") and n not in cloud.fields]
+    if missing:
+        notes.append(f"no {', '.join(missing)} field: written as 0")
+    if len(cloud) and np.abs(cloud.xyz).max() > 1e5:
+        notes.append("coordinates above 100 km are stored as float32 in .bin and lose precision")
+    dest.write(table.tobytes())
+    return notes
+
+
+def read_npy(data: bytes, path: str, columns: str | None = None):
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:
+        raise BadInputError(f"cannot read .npy data ({str(e).splitlines()[0] if str(e) else type(e).__name__})", path) from None
+    if arr.dtype.names:  # structured array: fields by name
+        from .cloud import PointCloud
+
+        names = arr.dtype.names
+        missing = [c for c in ("x", "y", "z") if c not in names]
+        if missing:
+            raise BadInputError(f"structured array has no {', '.join(missing)} field (found: {', '.join(names)})", path)
+        xyz = np.stack([arr[c].astype(np.float64) for c in ("x", "y", "z")], axis=1)
+        return PointCloud(xyz, {n: np.array(arr[n]) for n in names if n not in ("x", "y", "z")},
+                          {"format": "npy", "npy_structured": True})
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        raise BadInputError(f"expected an (N, >=3) array or a structured array with x, y, z; got shape {arr.shape}", path)
+    names = parse_columns(columns, arr.shape[1], path)
+    return _from_columns(arr, names, {"format": "npy", "npy_columns": names, "npy_dtype": arr.dtype.str})
+
+
+def write_npy(cloud, dest, path: str) -> list[str]:
+    """Writes a structured array (x, y, z float64 + every field with its dtype): nothing is lost."""
+    cols = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")] + [(n, np.asarray(v).dtype.str) for n, v in cloud.fields.items()]
+    arr = np.empty(len(cloud), dtype=cols)
+    for i, c in enumerate("xyz"):
+        arr[c] = cloud.xyz[:, i]
+    for n, v in cloud.fields.items():
+        arr[n] = v
+    np.save(dest, arr, allow_pickle=False)
+    return []
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(nan|inf)$", re.IGNORECASE)
+
+
+def read_text(data: bytes, path: str, columns: str | None = None):
+    """Whitespace- or comma-separated numbers, one point per line; an optional first line of column names
+    (``x y z intensity`` or ``//X,Y,Z``) is used when no column spec is given."""
+    text = data.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    header = None
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith(("#", "//"))
+                     or not all(_NUMBER.match(t) for t in re.split(r"[,\s;]+", lines[0].strip()))):
+        first = lines.pop(0).strip().lstrip("#/").strip()
+        if first and header is None:
+            header = [t.lower() for t in re.split(r"[,\s;]+", first) if t]
+    body = "\n".join(lines).replace(",", " ").replace(";", " ")
+    try:
+        flat = np.array(body.split(), dtype=np.float64)
+    except ValueError as e:
+        raise BadInputError(f"non-numeric value in the data ({e})", path) from None
+    ncol = len(lines[0].split()) if lines and "," not in lines[0] else (len(re.split(r"[,;\s]+", lines[0].strip())) if lines else 0)
+    if ncol == 0:
+        raise BadInputError("no points in the file", path)
+    if ncol < 3 or len(flat) % ncol:
+        raise BadInputError(f"rows do not all have {ncol} columns (at least x, y, z needed)", path)
+    table = flat.reshape(-1, ncol)
+    names = parse_columns(columns if columns is not None else (header if header and len(header) == ncol else None),
+                          ncol, path)
+    # Columns written as integers stay integers (labels, classes).
+    ints = {n for i, n in enumerate(names) if n not in ("x", "y", "z")
+            and np.all(np.isfinite(table[:, i])) and np.all(table[:, i] == np.round(table[:, i]))}
+    return _from_columns(table, names, {"format": "txt", "txt_columns": names}, ints)
+
+
+def write_text(cloud, dest, path: str) -> list[str]:
+    names = ["x", "y", "z"] + list(cloud.fields)
+    fmts = ["%.17g"] * 3
+    cols = [cloud.xyz[:, 0], cloud.xyz[:, 1], cloud.xyz[:, 2]]
+    for v in cloud.fields.values():
+        v = np.asarray(v)
+        fmts.append("%d" if v.dtype.kind in "iub" else "%.9g" if v.dtype == np.float32 else "%.17g")
+        cols.append(v)
+    out = io.StringIO()
+    out.write(" ".join(names) + "\n")
+    if len(cloud):
+        # Format column by column (vectorised), then join rows.
+        parts = [np.char.mod(f, c.astype(np.int64) if f == "%d" else c.astype(np.float64)) for f, c in zip(fmts, cols)]
+        rows = parts[0]
+        for p in parts[1:]:
+            rows = np.char.add(np.char.add(rows, " "), p)
+        out.write("\n".join(rows.tolist()))
+        out.write("\n")
+    dest.write(out.getvalue().encode())
+    return []
