@@ -1,0 +1,168 @@
+"""Grid subsampling, radius neighbours and sphere tiling against direct, slow implementations."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pcseg.geometry import (covering_centers, grid_subsample, majority_vote, nearest_neighbor, points_in_spheres,
+                            radius_neighbors, random_centers, subsample_cloud)
+from pcseg.io import read
+
+
+def slow_grid_subsample(xyz, dl, feats, labels):
+    """The paper's definition, point by point: cells of size dl, barycentre, mean feature, majority label."""
+    origin = xyz.min(axis=0)
+    cells = defaultdict(list)
+    for i, p in enumerate(xyz):
+        cells[tuple(np.floor((p - origin) / dl).astype(int))].append(i)
+    out = {}
+    for key, idx in cells.items():
+        counts = Counter(labels[idx].tolist())
+        best = max(counts.values())
+        out[key] = (xyz[idx].mean(axis=0), feats[idx].mean(axis=0), min(l for l, c in counts.items() if c == best), sorted(idx))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_tile(als_files):
+    path = next(p for p in als_files if p.name.startswith("test_data_77060_627760"))
+    return read(str(path))
+
+
+def test_grid_subsample_matches_direct_implementation_on_real_tile(real_tile):
+    sel = np.arange(0, len(real_tile), 6)[:8000]  # a few thousand points keep the slow loop quick
+    xyz = real_tile.xyz[sel]
+    feats = real_tile.fields["intensity"][sel].astype(np.float64)[:, None]
+    labels = real_tile.fields["classification"][sel]
+    fast = grid_subsample(xyz, 0.5, feats, labels)
+    slow = slow_grid_subsample(xyz, 0.5, feats, labels)
+    assert len(fast.points) == len(slow)
+    origin = xyz.min(axis=0)
+    for j in range(len(fast.points)):
+        members = np.flatnonzero(fast.inverse == j)
+        key = tuple(np.floor((xyz[members[0]] - origin) / 0.5).astype(int))
+        p, f, l, idx = slow[key]
+        assert members.tolist() == idx
+        assert np.allclose(fast.points[j], p, rtol=0, atol=1e-9)  # exact in float64 on centred coordinates
+        assert np.allclose(fast.features[j], f)
+        assert fast.labels[j] == l
+    assert fast.counts.sum() == len(xyz)
+
+
+def test_grid_subsample_one_point_per_cell_and_inverse(real_tile):
+    sub = grid_subsample(real_tile.xyz, 1.0)
+    cells = np.floor((sub.points - real_tile.xyz.min(axis=0)) / 1.0).astype(np.int64)
+    assert len(np.unique(cells, axis=0)) == len(cells)  # barycentres stay inside their cells
+    # every point's barycentre is within a cell diagonal
+    assert np.linalg.norm(real_tile.xyz - sub.points[sub.inverse], axis=1).max() <= np.sqrt(3) + 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=60), st.integers(1, 5))
+def test_majority_vote_property(labels, groups):
+    labels = np.array(labels)
+    inverse = np.arange(len(labels)) % groups
+    n = min(groups, len(labels))
+    got = majority_vote(inverse, labels, n)
+    for g in range(n):
+        c = Counter(labels[inverse == g].tolist())
+        best = max(c.values())
+        assert got[g] == min(k for k, v in c.items() if v == best)
+
+
+def test_majority_vote_large_label_values():
+    labels = np.array([70000, 70000, 5, 5, 5, 2**40], dtype=np.int64)
+    assert majority_vote(np.array([0, 0, 0, 1, 1, 1]), labels, 2).tolist() == [70000, 5]
+
+
+def brute_neighbors(q, s, r):
+    d = np.linalg.norm(q[:, None] - s[None], axis=2)
+    return [np.flatnonzero(row <= r)[np.argsort(row[row <= r], kind="stable")] for row in d]
+
+
+def test_radius_neighbors_matches_brute_force_with_cap_and_shadow(real_tile):
+    pts = real_tile.xyz[:3000] - real_tile.xyz[:3000].mean(axis=0)
+    q = pts[::7]
+    got = radius_neighbors(q, pts, 1.5, max_neighbors=12)
+    expected = brute_neighbors(q, pts, 1.5)
+    assert got.shape == (len(q), 12)
+    for qi, (row, exp) in enumerate(zip(got, expected)):
+        valid = row[row < len(pts)]
+        assert len(valid) == min(12, len(exp))
+        # sorted by distance, and the kept ones are the nearest: same distances as the brute-force list
+        d_got = np.linalg.norm(pts[valid] - q[qi], axis=1)
+        d_exp = np.linalg.norm(pts[exp[: len(valid)]] - q[qi], axis=1)
+        assert np.all(np.diff(d_got) >= 0) and np.allclose(d_got, d_exp)
+        assert np.all(row[len(valid):] == len(pts))  # shadow index after real neighbours
+
+
+def test_radius_neighbors_keeps_nearest():
+    rng = np.random.default_rng(0)
+    s = rng.random((500, 3))
+    q = rng.random((40, 3))
+    got = radius_neighbors(q, s, 0.3, max_neighbors=5)
+    for i, row in enumerate(got):
+        d = np.linalg.norm(s - q[i], axis=1)
+        inside = np.sort(d[d <= 0.3])[:5]
+        mine = np.sort(d[row[row < len(s)]])
+        assert np.allclose(mine, inside)
+
+
+def test_radius_neighbors_uncapped_width_is_largest_neighbourhood():
+    rng = np.random.default_rng(1)
+    s = rng.random((300, 3))
+    got = radius_neighbors(s, s, 0.2)
+    sizes = [len(x) for x in brute_neighbors(s, s, 0.2)]
+    assert got.shape[1] == max(sizes)
+    assert ((got < len(s)).sum(axis=1) == sizes).all()
+
+
+def test_stacked_batches_never_cross_clouds():
+    rng = np.random.default_rng(2)
+    a, b = rng.random((200, 3)), rng.random((150, 3))  # overlapping in space on purpose
+    pts = np.concatenate([a, b])
+    lengths = np.array([200, 150])
+    nb = radius_neighbors(pts, pts, 0.3, 20, lengths, lengths)
+    valid = nb < len(pts)
+    owner = np.repeat([0, 1], lengths)
+    assert (owner[nb[valid]] == np.repeat(owner, valid.sum(axis=1))).all()
+    nn = nearest_neighbor(pts, pts[::3], lengths, np.array([len(range(0, 200, 3)), len(range(200, 350, 3))]))
+    assert (owner[::3][nn] == owner).all()
+
+
+def test_covering_spheres_cover_every_point(real_tile):
+    for radius in (2.0, 5.0):
+        centers = covering_centers(real_tile.xyz, radius, coverage=0.7)
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(centers).query(real_tile.xyz)
+        assert d.max() <= 0.7 * radius + 1e-9
+        members = points_in_spheres(real_tile.xyz, centers, radius)
+        assert len(np.unique(np.concatenate(members))) == len(real_tile)
+
+
+def test_random_centers_balance_rare_classes(real_tile):
+    labels = real_tile.fields["classification"]
+    rng = np.random.default_rng(0)
+    centres = random_centers(real_tile.xyz, 4000, rng, labels, balance_classes=True)
+    idx = np.array([np.flatnonzero((real_tile.xyz == c).all(axis=1))[0] for c in centres[:400]])
+    picked = Counter(labels[idx].tolist())
+    classes = np.unique(labels)
+    # roughly uniform over classes (each class ~ 1/len(classes) of the picks) although ground dominates the tile
+    assert min(picked.get(int(c), 0) for c in classes) > 400 / len(classes) * 0.4
+
+
+def test_subsample_cloud_keeps_types_and_majority(real_tile):
+    sub, inverse = subsample_cloud(real_tile, 2.0)
+    assert sub.fields.keys() == real_tile.fields.keys()
+    for k in sub.fields:
+        assert sub.fields[k].dtype == real_tile.fields[k].dtype
+    j = np.bincount(inverse).argmax()
+    members = inverse == j
+    c = Counter(real_tile.fields["classification"][members].tolist())
+    assert sub.fields["classification"][j] == max(c, key=lambda k: (c[k], -k))
+    assert abs(int(sub.fields["intensity"][j]) - real_tile.fields["intensity"][members].mean()) <= 0.5
