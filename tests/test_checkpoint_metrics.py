@@ -1,0 +1,105 @@
+"""Checkpoints round-trip without pickles; metrics match hand-computed values."""
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pcseg.data import PyramidSpec
+from pcseg.engine.metrics import confusion_matrix, scores
+from pcseg.errors import BadInputError
+from pcseg.models import register
+from pcseg.models.checkpoint import load_checkpoint, load_state, read_card, save_checkpoint, save_state, sha256_file
+
+
+class _Tiny(nn.Module):
+    def __init__(self, num_classes: int, in_features: int, width: int = 4):
+        super().__init__()
+        self.opts = dict(num_classes=num_classes, in_features=in_features, width=width)
+        self.lin = nn.Linear(in_features, num_classes)
+        self.register_buffer("kernel_points", torch.randn(5, 3))
+        self.pyramid_spec = PyramidSpec(dl0=0.1, radii=[0.25])
+
+    def config(self):
+        return dict(self.opts)
+
+    def forward(self, batch):
+        return self.lin(batch.features)
+
+
+try:
+    register("test-tiny")(lambda num_classes, in_features, width=4: _Tiny(num_classes, in_features, width))
+except ValueError:
+    pass
+
+
+def test_checkpoint_roundtrip_keeps_weights_buffers_and_card(tmp_path):
+    model = _Tiny(3, 2)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, {"model": "test-tiny", "classes": {"names": ["a", "b", "c"]}, "dl0": 0.1})
+    ck = load_checkpoint(path, expect_sha256=sha256_file(path))
+    assert torch.equal(ck.model.lin.weight, model.lin.weight)
+    assert torch.equal(ck.model.kernel_points, model.kernel_points)  # saved, never regenerated
+    assert ck.card["classes"]["names"] == ["a", "b", "c"] and ck.card["params"] == 9
+    assert read_card(path)["model"] == "test-tiny"
+    assert not ck.model.training
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, _Tiny(3, 2), {"model": "test-tiny"})
+    with pytest.raises(BadInputError, match="checksum"):
+        load_checkpoint(path, expect_sha256="0" * 64)
+
+
+def test_pickled_checkpoint_is_refused_and_never_run(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickle ran')",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Boom()}, path)
+    with pytest.raises(BadInputError, match="pickle"):
+        load_checkpoint(path)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(BadInputError):
+        load_checkpoint(raw)
+
+
+def test_training_state_roundtrip(tmp_path):
+    model = _Tiny(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.lin(torch.randn(4, 2)).sum().backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "step": 7, "rng": torch.get_rng_state(), "np": [1, 2, (3, "x")]}
+    save_state(tmp_path / "s.safetensors", state)
+    back = load_state(tmp_path / "s.safetensors")
+    assert back["step"] == 7 and back["np"] == [1, 2, (3, "x")]
+    assert torch.equal(back["rng"], state["rng"])
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(back["optimizer"])
+    buf = opt2.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(buf, opt.state_dict()["state"][0]["momentum_buffer"])
+
+
+def test_metrics_hand_computed():
+    truth = np.array([0, 0, 0, 1, 1, 2, -1, 2])
+    pred = np.array([0, 0, 1, 1, 1, 0, 2, 2])
+    cm = confusion_matrix(pred, truth, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 1]]
+    s = scores(cm, ["a", "b", "c"])
+    assert s["oa"] == pytest.approx(5 / 7)
+    # IoU a = 2/(3+3-2)=0.5, b = 2/(2+3-2)=2/3, c = 1/(2+1-1)=0.5
+    assert s["iou"] == pytest.approx({"a": 0.5, "b": 2 / 3, "c": 0.5})
+    assert s["miou"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert s["macc"] == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+
+
+def test_metrics_absent_class_left_out():
+    s = scores(confusion_matrix(np.array([0, 1]), np.array([0, 1]), 3))
+    assert s["iou"]["2"] is None and s["miou"] == 1.0
