@@ -61,3 +61,58 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"{name}: {result['params']:,} parameters, {result['macs'] / 1e9:.2f} GMACs on "
                        f"{result['points']:,} points of {Path(result['cloud']).name}")
+
+    @models.command("list")
+    def list_models(json_out: bool = typer.Option(False, "--json", help="a JSON list of objects")):
+        """Shipped models: name, task, classes, parameters, what they were trained and measured on."""
+        from ..models.zoo import shipped
+
+        rows = []
+        for name, card in shipped().items():
+            rows.append({"name": name, "task": card.get("task", "segment"), "model": card.get("model"),
+                         "classes": card.get("classes", {}).get("names", card.get("class_names", [])),
+                         "params": card.get("params"), "trained_on": card.get("trained_on"),
+                         "measured_on": card.get("measured_on"), "size_bytes": card.get("size_bytes")})
+        if json_out:
+            typer.echo(json.dumps(rows))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_edge=False)
+        for col in ("name", "task", "network", "classes", "params", "trained on", "measured on"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["task"], str(r["model"]), str(len(r["classes"])),
+                          f"{r['params'] / 1e6:.2f} M" if r["params"] else "?", _short(r["trained_on"]),
+                          _short(r["measured_on"]))
+        Console().print(table if rows else "no shipped models")
+
+    @models.command("info")
+    def info_model(
+        model: str = typer.Argument(..., help="shipped model name or checkpoint path"),
+        json_out: bool = typer.Option(False, "--json", help="print the whole card as JSON"),
+    ):
+        """The card of a shipped model or checkpoint: network, options, classes, features, metrics, data."""
+        from ..models.zoo import resolve
+
+        _, card, _ = resolve(model)
+        if json_out:
+            typer.echo(json.dumps(card))
+            return
+        for key in ("name", "task", "model", "params", "features", "dl0", "sphere_radius", "trained_on",
+                    "measured_on", "teacher"):
+            if key in card:
+                typer.echo(f"{key:>14}: {card[key]}")
+        if "classes" in card:
+            typer.echo(f"{'classes':>14}: {', '.join(card['classes']['names'])}")
+        for key in ("metrics", "quality"):
+            if key in card:
+                typer.echo(f"{key:>14}: {json.dumps(card[key])}")
+
+
+def _short(value) -> str:
+    if value is None:
+        return "?"
+    text = value if isinstance(value, str) else ", ".join(map(str, value)) if isinstance(value, list) else json.dumps(value)
+    return text if len(text) < 60 else text[:57] + "..."
