@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..data import build_batch
+from ..data import PyramidSpec, build_batch
 from ..data.features import make_features
 from ..geometry import covering_centers, grid_subsample
 from ..io import PointCloud
@@ -40,77 +40,77 @@ class Segmentation:
 
 def sphere_weight(dist: np.ndarray, radius: float) -> np.ndarray:
     """Vote weight of a point at ``dist`` from its sphere's centre: 1 at the centre, falling to 0.05 at the border."""
-    return np.maximum(1.0 - (dist / radius) ** 2, _MIN_WEIGHT).astype(np.float32)
+    return np.maximum(1.0 - (dist / radius) ** 2, _MIN_WEIGHT)
 
 
-def segment_points(
-    ckpt: Checkpoint,
-    cloud: PointCloud,
-    votes: int = 3,
-    device: str | torch.device = "cpu",
-    batch_points: int = 60_000,
-    want_proba: bool = False,
-    coverage: float = 0.7,
-    progress=None,
-) -> Segmentation:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, features: np.ndarray,
+                radius: float, num_classes: int, votes: int = 1, device: str | torch.device = "cpu",
+                batch_points: int = 60_000, coverage: float = 0.7, progress=None) -> tuple[np.ndarray, int]:
+    """Weighted mean logits (M, C) of every point of an already subsampled cloud, and the number of spheres.
+
+    ``points`` (M, 3) float64 (any frame; spheres are centred before the float32 cast), ``features`` (M, F).
+    Every point lies within ``coverage * radius`` of a sphere centre, so each is seen well inside a sphere.
+    """
+    centers = covering_centers(points, radius, coverage)
+    members = cKDTree(points).query_ball_point(centers, radius, workers=-1)
+    logit_sum = torch.zeros((len(points), num_classes), dtype=torch.float64)
+    weight_sum = torch.zeros(len(points), dtype=torch.float64)
+    features = np.asarray(features, dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for v in range(max(1, int(votes))):
+            theta = 2.0 * math.pi * v / max(1, int(votes))
+            c, s = math.cos(theta), math.sin(theta)
+            rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+            pending: list[tuple[np.ndarray, np.ndarray]] = []
+            budget = 0
+            for k in range(len(centers)):
+                idx = np.asarray(members[k], dtype=np.int64)
+                if len(idx):
+                    pending.append((idx, centers[k]))
+                    budget += len(idx)
+                if pending and (budget >= batch_points or k == len(centers) - 1):
+                    batch = build_batch([((points[i] - ctr) @ rot.T).astype(np.float32) for i, ctr in pending],
+                                        [features[i] for i, _ in pending], spec).to(device)
+                    logits = model(batch).double().cpu()
+                    index = torch.from_numpy(np.concatenate([i for i, _ in pending]))
+                    w = torch.from_numpy(np.concatenate(
+                        [sphere_weight(np.linalg.norm(points[i] - ctr, axis=1), radius) for i, ctr in pending]))
+                    logit_sum.index_add_(0, index, logits * w[:, None])
+                    weight_sum.index_add_(0, index, w)
+                    if progress is not None:
+                        progress(len(pending))
+                    pending, budget = [], 0
+    model.train(was_training)
+    weight_sum = weight_sum.numpy()
+    if not (weight_sum > 0).all():  # cannot happen with covering spheres; never return silent garbage
+        raise RuntimeError(f"{int((weight_sum <= 0).sum())} points were seen by no sphere")
+    return logit_sum.numpy() / weight_sum[:, None], len(centers)
+
+
+def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: str | torch.device = "cpu",
+                   batch_points: int = 60_000, want_proba: bool = False, coverage: float = 0.7,
+                   progress=None) -> Segmentation:
     """Segment a cloud with a loaded segmentation checkpoint."""
     t0 = time.perf_counter()
-    card = ckpt.card
-    model = ckpt.model
+    card, model = ckpt.card, ckpt.model
     dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
     spec = model.pyramid_spec
     if card.get("neighbor_limits"):
         spec = dataclasses.replace(spec, neighbor_limits=list(card["neighbor_limits"]))
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"))
-    local = cloud.xyz - cloud.origin  # float64 relative coordinates; float32 only inside spheres
-    sub = grid_subsample(local, dl0, features=feats)
-    pts, sub_feats = sub.points, sub.features.astype(np.float32)
-    centers = covering_centers(pts, radius, coverage)
-    tree = cKDTree(pts)
-    members = tree.query_ball_point(centers, radius, workers=-1)
-    num_classes = len(card["classes"]["names"])
-    logit_sum = torch.zeros((len(pts), num_classes), dtype=torch.float64)
-    weight_sum = torch.zeros(len(pts), dtype=torch.float64)
-    votes = max(1, int(votes))
-    model.eval()
-    with torch.inference_mode():
-        for v in range(votes):
-            theta = 2.0 * math.pi * v / votes
-            c, s = math.cos(theta), math.sin(theta)
-            rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-            batch_idx, batch_pts, batch_feats, budget = [], [], [], 0
-            order = np.arange(len(centers))
-            for k in order:
-                idx = np.asarray(members[k], dtype=np.int64)
-                if not len(idx):
-                    continue
-                batch_idx.append((idx, centers[k]))
-                batch_pts.append(((pts[idx] - centers[k]) @ rot.T).astype(np.float32))
-                batch_feats.append(sub_feats[idx])
-                budget += len(idx)
-                last = k == order[-1]
-                if budget >= batch_points or last:
-                    batch = build_batch(batch_pts, batch_feats, spec).to(device)
-                    logits = model(batch).double().cpu()
-                    idx_all = np.concatenate([i for i, _ in batch_idx])
-                    w = np.concatenate([sphere_weight(np.linalg.norm(pts[i] - ctr, axis=1), radius) for i, ctr in batch_idx])
-                    w = torch.from_numpy(w.astype(np.float64))
-                    index = torch.from_numpy(idx_all)
-                    logit_sum.index_add_(0, index, logits * w[:, None])
-                    weight_sum.index_add_(0, index, w)
-                    if progress is not None:
-                        progress(len(batch_idx))
-                    batch_idx, batch_pts, batch_feats, budget = [], [], [], 0
-    logit_sum, weight_sum = logit_sum.numpy(), weight_sum.numpy()
-    seen = weight_sum > 0
-    if not seen.all():  # cannot happen with covering spheres; guard against silent garbage all the same
-        raise RuntimeError(f"{int((~seen).sum())} subsampled points were seen by no sphere")
-    mean_logits = logit_sum / weight_sum[:, None]
-    sub_labels = mean_logits.argmax(axis=1)
-    proba = None
-    if want_proba:
-        z = mean_logits - mean_logits.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        proba = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)[sub.inverse]
-    return Segmentation(labels=sub_labels[sub.inverse].astype(np.int64), proba=proba, sub_points=len(pts),
-                        spheres=len(centers), seconds=time.perf_counter() - t0)
+    sub = grid_subsample(cloud.xyz - cloud.origin, dl0, features=feats)
+    mean_logits, n_spheres = vote_logits(model, spec, sub.points, sub.features, radius,
+                                         len(card["classes"]["names"]), votes, device, batch_points, coverage,
+                                         progress)
+    labels = mean_logits.argmax(axis=1)[sub.inverse].astype(np.int64)
+    proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None
+    return Segmentation(labels=labels, proba=proba, sub_points=len(sub.points), spheres=n_spheres,
+                        seconds=time.perf_counter() - t0)
