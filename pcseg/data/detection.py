@@ -1,0 +1,421 @@
+"""Detection data: KITTI frames, a synthetic 64-beam lidar scene generator, and box-aware augmentation
+(ground-truth sampling, flip, rotation, scaling) applied consistently to points and boxes.
+
+Boxes are (B, 7) ``[x, y, z, dx, dy, dz, yaw]`` in the lidar frame (centre, see `pcseg.geometry.boxes`);
+points are (N, 4) float32 ``x, y, z, intensity``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..geometry.boxes import boxes_corners_bev, intersection_area_bev, points_in_boxes, wrap_angle
+from ..io.kitti import Calibration, KittiObject, difficulty_level, objects_to_lidar_boxes, read_labels, read_velodyne
+
+__all__ = [
+    "KittiFrame", "list_kitti_frames", "synthetic_scene", "scene_layout", "cast_rays", "SENSOR_HEIGHT",
+    "GtDatabase", "gt_sampling", "random_flip", "random_rotation", "random_scaling", "augment",
+]
+
+# ---------------------------------------------------------------------------------------------------------------
+# KITTI frames
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KittiFrame:
+    """One frame of a KITTI ``training/`` folder, with the labels converted to lidar boxes (DontCare left out)."""
+
+    frame_id: str
+    points: np.ndarray            # (N, 4) float32
+    boxes: np.ndarray             # (B, 7) float64, lidar frame
+    names: list[str]
+    calib: Calibration
+    difficulty: np.ndarray        # (B,) int64: 0 easy, 1 moderate, 2 hard, -1 none of them
+    objects: list[KittiObject] = field(repr=False, default_factory=list)  # the labels, camera frame
+
+    @classmethod
+    def load(cls, root, frame_id: str, fov_only: bool = False) -> "KittiFrame":
+        """Read ``root/{velodyne,calib,label_2}/<frame_id>.*``. ``fov_only`` keeps the points seen by image 2,
+        the only part of the scan that KITTI labels (a frame without labels has no boxes)."""
+        root = Path(root)
+        calib = Calibration.from_file(root / "calib" / f"{frame_id}.txt")
+        points = read_velodyne(root / "velodyne" / f"{frame_id}.bin")
+        label = root / "label_2" / f"{frame_id}.txt"
+        objects = [o for o in read_labels(label) if o.type != "DontCare"] if label.is_file() else []
+        boxes, names = objects_to_lidar_boxes(objects, calib)
+        if fov_only:
+            points = points[calib.fov_mask(points[:, :3])]
+        return cls(frame_id, points, boxes, names, calib, difficulty_level(objects), objects)
+
+
+def list_kitti_frames(root) -> list[str]:
+    """Ids of the frames that have a velodyne scan and a calibration under ``root`` (a ``training/`` folder)."""
+    root = Path(root)
+    if not (root / "velodyne").is_dir():
+        raise BadInputError("no velodyne/ folder: not a KITTI training/ or testing/ folder", os.fspath(root))
+    return sorted(p.stem for p in (root / "velodyne").glob("*.bin") if (root / "calib" / f"{p.stem}.txt").is_file())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synthetic scenes: a 64-beam spinning lidar ray-cast against the ground, objects and buildings
+# ---------------------------------------------------------------------------------------------------------------
+
+SENSOR_HEIGHT = 1.73                         # KITTI's velodyne above the road, metres (ground at z = -1.73)
+_FLAT = (0.0, 0.0, -SENSOR_HEIGHT)
+# Mean sizes (dx, dy, dz) and spread of KITTI objects
+_SIZES = {"Car": ((3.9, 1.6, 1.56), (0.35, 0.1, 0.1)),
+          "Pedestrian": ((0.8, 0.6, 1.73), (0.15, 0.08, 0.1)),
+          "Cyclist": ((1.76, 0.6, 1.73), (0.12, 0.06, 0.08))}
+_RAY_CHUNK = 8192
+
+
+@dataclass
+class SceneLayout:
+    """Solids to ray-cast (each an opaque box) and the labelled objects they belong to."""
+
+    solids: np.ndarray            # (S, 7) boxes
+    reflectance: np.ndarray       # (S,) mean intensity of each solid
+    owner: np.ndarray             # (S,) index of the labelled object, -1 for buildings
+    boxes: np.ndarray             # (B, 7) labelled objects
+    names: list[str]
+    ground: tuple[float, float, float] = _FLAT   # the road plane z = g0 x + g1 y + g2
+
+
+def _parts(name: str, box: np.ndarray) -> list[np.ndarray]:
+    """Opaque parts of an object, all inside its box: car body + cabin, pedestrian, bicycle + rider."""
+    x, y, z, l, w, h, yaw = box
+    fwd = np.array([np.cos(yaw), np.sin(yaw)])
+    bottom = z - h / 2
+
+    def part(off, length, width, z0, z1):
+        cx, cy = np.array([x, y]) + off * fwd
+        return np.array([cx, cy, (z0 + z1) / 2, length, width, z1 - z0, yaw])
+
+    if name == "Car":
+        return [part(0.0, l, w, bottom + 0.25 * h, bottom + 0.6 * h),                 # body (wheels leave a gap)
+                part(-0.05 * l, 0.55 * l, 0.9 * w, bottom + 0.6 * h, bottom + h),      # cabin
+                part(0.33 * l, 0.2 * l, w, bottom + 0.05 * h, bottom + 0.25 * h),      # front wheels
+                part(-0.33 * l, 0.2 * l, w, bottom + 0.05 * h, bottom + 0.25 * h)]     # rear wheels
+    if name == "Pedestrian":
+        return [part(0.0, 0.5 * l, 0.7 * w, bottom + 0.5 * h, bottom + 0.95 * h),       # torso and head
+                part(0.0, 0.35 * l, 0.5 * w, bottom, bottom + 0.5 * h)]                 # legs
+    return [part(0.0, l, 0.3 * w, bottom + 0.1 * h, bottom + 0.55 * h),                 # bicycle
+            part(-0.1 * l, 0.35 * l, 0.8 * w, bottom + 0.55 * h, bottom + 0.97 * h)]    # rider
+
+
+def scene_layout(rng: np.random.Generator, n_cars=(4, 14), n_pedestrians=(0, 8), n_cyclists=(0, 4),
+                 n_buildings=(4, 10), n_poles=(2, 12), extent: float = 70.0) -> SceneLayout:
+    """A random street: a road along x with cars in lanes and parked at the kerb, cyclists near the kerb,
+    pedestrians on the pavements, buildings beyond, and unlabelled clutter (poles, tree trunks, bollards) on the
+    pavements. Counts are (low, high) inclusive; objects never overlap. The road is a plane tilted by up to
+    about 1 degree, 1.65-1.8 m below the sensor; objects stand on it, buildings and poles go into it."""
+    boxes, names, taken = [], [], []
+    g = (*rng.uniform(-0.015, 0.015, 2), -rng.uniform(1.65, 1.8))
+
+    def ground(x, y):
+        return g[0] * x + g[1] * y + g[2]
+
+    def free(b: np.ndarray, margin: float) -> bool:
+        grown = b.copy()
+        grown[3:5] += 2 * margin
+        if abs(b[0]) < 3.5 + b[3] / 2 and abs(b[1]) < 1.5 + b[4] / 2:   # the ego car stands at the origin
+            return False
+        return not taken or float(intersection_area_bev(grown[None], np.array(taken)).max()) <= 0.0
+
+    def place(name: str, count: int, where) -> None:
+        mean, spread = _SIZES[name]
+        for _ in range(count):
+            for _attempt in range(20):
+                dims = np.maximum(rng.normal(mean, spread), 0.3)
+                x, y, yaw = where()
+                b = np.array([x, y, ground(x, y) + dims[2] / 2, *dims, wrap_angle(yaw)])
+                if free(b, 0.3):
+                    boxes.append(b)
+                    names.append(name)
+                    taken.append(b)
+                    break
+
+    def pick(n) -> int:
+        return int(rng.integers(n[0], n[1] + 1))
+
+    half_road = float(rng.uniform(5.0, 9.0))
+    solids, refl, owner = [], [], []
+    for _ in range(pick(n_buildings)):         # buildings first: everything else keeps clear of them
+        side = rng.choice([-1.0, 1.0])
+        depth, length, height = rng.uniform(6, 15), rng.uniform(8, 30), rng.uniform(4, 15)
+        y = side * (half_road + rng.uniform(4.0, 9.0) + depth / 2)
+        x = rng.uniform(-extent, extent)
+        b = np.array([x, y, ground(x, y) + height / 2 - 0.5, length, depth, height + 1.0, rng.normal(0.0, 0.05)])
+        if not taken or float(intersection_area_bev(b[None], np.array(taken)).max()) <= 0.0:
+            taken.append(b)
+            solids.append(b)
+            refl.append(rng.uniform(0.15, 0.45))
+            owner.append(-1)
+
+    for _ in range(pick(n_poles)):
+        side = rng.choice([-1.0, 1.0])
+        width, height = rng.uniform(0.15, 0.6), rng.uniform(0.8, 8.0)
+        x, y = rng.uniform(-extent, extent), side * (half_road + rng.uniform(0.3, 3.5))
+        b = np.array([x, y, ground(x, y) + height / 2 - 0.25, width, width, height + 0.5, rng.uniform(-np.pi, np.pi)])
+        if float(intersection_area_bev(b[None], np.array(taken)).max(initial=0.0)) <= 0.0:
+            taken.append(b)
+            solids.append(b)
+            refl.append(rng.uniform(0.1, 0.6))
+            owner.append(-1)
+
+    def lane():
+        y = rng.choice([-0.75, -0.25, 0.25, 0.75]) * half_road + rng.normal(0, 0.3)
+        if rng.random() < 0.35:                # parked at the kerb, either way round
+            y = np.sign(y) * (half_road - 1.0)
+            return rng.uniform(-extent, extent), y, rng.choice([0.0, np.pi]) + rng.normal(0, 0.15)
+        heading = 0.0 if y < 0 else np.pi      # driving on the right
+        return rng.uniform(-extent, extent), y, heading + rng.normal(0, 0.08)
+
+    def kerb():
+        y = rng.choice([-1.0, 1.0]) * (half_road - rng.uniform(0.5, 2.0))
+        return rng.uniform(-extent, extent), y, (0.0 if y < 0 else np.pi) + rng.normal(0, 0.15)
+
+    def pavement():
+        y = rng.choice([-1.0, 1.0]) * (half_road + rng.uniform(0.5, 3.5))
+        return rng.uniform(-0.6 * extent, 0.6 * extent), y, rng.uniform(-np.pi, np.pi)
+
+    place("Car", pick(n_cars), lane)
+    place("Cyclist", pick(n_cyclists), kerb)
+    place("Pedestrian", pick(n_pedestrians), pavement)
+    base = {"Car": (0.05, 0.6), "Pedestrian": (0.15, 0.4), "Cyclist": (0.1, 0.5)}
+    for k, (b, name) in enumerate(zip(boxes, names)):
+        for p in _parts(name, b):
+            solids.append(p)
+            refl.append(rng.uniform(*base[name]))
+            owner.append(k)
+    return SceneLayout(np.array(solids).reshape(-1, 7), np.array(refl), np.array(owner, dtype=np.int64),
+                       np.array(boxes).reshape(-1, 7), names, tuple(float(v) for v in g))
+
+
+def _hdl64_directions(azimuth_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit ray directions of 64 beams from +2 to -24.8 deg elevation over a full turn, ordered by azimuth:
+    ((64 * azimuth_steps, 3) directions, (64 * azimuth_steps,) azimuths)."""
+    elevation = np.deg2rad(np.linspace(2.0, -24.8, 64))
+    azimuth = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
+    az, el = np.meshgrid(azimuth, elevation, indexing="ij")
+    dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3)
+    return dirs, az.reshape(-1)
+
+
+def _azimuth_spans(solids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuth interval [lo, hi] seen from the origin by each box; (-pi, pi) for boxes across the -x axis."""
+    corners = boxes_corners_bev(solids)
+    az = np.arctan2(corners[..., 1], corners[..., 0])
+    lo, hi = az.min(1), az.max(1)
+    across = (hi - lo > np.pi) | (np.abs(solids[:, :2]).max(1) < np.hypot(solids[:, 3], solids[:, 4]))
+    return np.where(across, -np.pi, lo), np.where(across, np.pi, hi)
+
+
+def _ray_box_entry(directions: np.ndarray, solids: np.ndarray) -> np.ndarray:
+    """(R, S) distance along each ray (from the origin) where it enters each box; inf where it misses.
+    The slab method in each box's frame: entry = max over axes of the near slab, exit = min of the far."""
+    c, s = np.cos(solids[:, 6]), np.sin(solids[:, 6])
+    # origin and directions in the box frame: R(yaw)^T (p - centre)
+    o = np.stack([-(c * solids[:, 0] + s * solids[:, 1]), -(-s * solids[:, 0] + c * solids[:, 1]), -solids[:, 2]], -1)
+    d = np.stack([directions[:, None, 0] * c + directions[:, None, 1] * s,
+                  -directions[:, None, 0] * s + directions[:, None, 1] * c,
+                  np.broadcast_to(directions[:, None, 2], (len(directions), len(solids)))], -1)   # (R, S, 3)
+    d = np.where(np.abs(d) < 1e-12, 1e-12, d)
+    half = solids[:, 3:6] / 2
+    t1 = (-half[None] - o[None]) / d
+    t2 = (half[None] - o[None]) / d
+    near = np.minimum(t1, t2).max(-1)
+    far = np.maximum(t1, t2).min(-1)
+    return np.where((far >= near) & (near > 0), near, np.inf)
+
+
+def cast_rays(solids: np.ndarray, azimuth_steps: int = 2048, max_range: float = 80.0,
+              ground: tuple[float, float, float] = _FLAT) -> tuple[np.ndarray, np.ndarray]:
+    """Ray-cast a 64-beam spinning lidar at the origin against the ground plane z = g0 x + g1 y + g2 (g2 < 0)
+    and opaque boxes.
+
+    Each ray returns its first hit only (the nearest entry among the ground and all boxes) within ``max_range``.
+    Returns ((M, 3) float64 hit points, (M,) index of the solid hit, -1 for the ground).
+    """
+    dirs, azimuth = _hdl64_directions(azimuth_steps)
+    solids = np.asarray(solids, dtype=np.float64).reshape(-1, 7)
+    lo, hi = _azimuth_spans(solids) if len(solids) else (np.zeros(0), np.zeros(0))
+    points, hit = [], []
+    for start in range(0, len(dirs), _RAY_CHUNK):   # chunks of consecutive azimuths
+        d = dirs[start:start + _RAY_CHUNK]
+        # t d_z = g0 t d_x + g1 t d_y + g2  ->  t = g2 / (d_z - g0 d_x - g1 d_y), for rays heading down to it
+        down = d[:, 2] - ground[0] * d[:, 0] - ground[1] * d[:, 1]
+        with np.errstate(divide="ignore"):
+            t_ground = np.where(down < 0, ground[2] / down, np.inf)
+        # only the boxes whose azimuth span meets this chunk's can be hit
+        a = azimuth[start:start + _RAY_CHUNK]
+        near = np.nonzero((hi >= a[0] - 1e-3) & (lo <= a[-1] + 1e-3))[0]
+        which, t_solid = np.full(len(d), -1, np.int64), np.full(len(d), np.inf)
+        if len(near):
+            entry = _ray_box_entry(d, solids[near])
+            first = entry.argmin(1)
+            t_solid = entry[np.arange(len(d)), first]
+            which = near[first]
+        t = np.minimum(t_ground, t_solid)
+        keep = t <= max_range
+        points.append(d[keep] * t[keep, None])
+        hit.append(np.where(t_solid[keep] < t_ground[keep], which[keep], -1))
+    return np.concatenate(points), np.concatenate(hit).astype(np.int64)
+
+
+def synthetic_scene(rng: np.random.Generator, azimuth_steps: int = 2048, max_range: float = 80.0,
+                    range_noise: float = 0.02, min_points: int = 5, **layout_options):
+    """A synthetic lidar frame: (points (N, 4) float32 x, y, z, intensity, boxes (B, 7), names).
+
+    `scene_layout` places the street, `cast_rays` scans it (first hit per ray), then each return gets Gaussian
+    range noise (``range_noise`` m) and an intensity drawn around the reflectance of the surface it hit.
+    Objects hit by fewer than ``min_points`` rays are not labelled (their points stay), like unlabelled far or
+    hidden objects in real data.
+    """
+    layout = scene_layout(rng, **layout_options)
+    xyz, hit = cast_rays(layout.solids, azimuth_steps, max_range, layout.ground)
+    rng_dist = np.linalg.norm(xyz, axis=1, keepdims=True)
+    xyz = xyz * (1.0 + rng.normal(0.0, range_noise, (len(xyz), 1)) / np.maximum(rng_dist, 1e-6))
+    base = np.where(hit >= 0, layout.reflectance[np.maximum(hit, 0)] if len(layout.reflectance) else 0.0,
+                    rng.uniform(0.1, 0.3))
+    intensity = np.clip(base + rng.normal(0.0, 0.05, len(xyz)), 0.0, 1.0)
+    owner = np.where(hit >= 0, layout.owner[np.maximum(hit, 0)] if len(layout.owner) else -1, -1)
+    counts = np.bincount(owner[owner >= 0], minlength=len(layout.boxes))
+    labelled = counts >= min_points
+    points = np.concatenate([xyz, intensity[:, None]], 1).astype(np.float32)
+    return points, layout.boxes[labelled], [n for n, k in zip(layout.names, labelled) if k]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class GtDatabase:
+    """Objects cut out of frames (their box, class and the points inside) for ground-truth sampling."""
+
+    def __init__(self):
+        self.boxes: list[np.ndarray] = []
+        self.names: list[str] = []
+        self.points: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add_frame(self, points, boxes, names, min_points: int = 5, difficulty=None,
+                  classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")) -> None:
+        """Store every object of ``classes`` with at least ``min_points`` points (and, when ``difficulty`` is
+        given, a KITTI difficulty other than -1)."""
+        points = np.asarray(points, dtype=np.float32)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+        idx = points_in_boxes(points[:, :3], boxes)
+        order = np.argsort(idx, kind="stable")
+        starts = np.searchsorted(idx[order], np.arange(len(boxes) + 1))
+        for k, name in enumerate(names):         # loop over objects
+            if name not in classes or (difficulty is not None and difficulty[k] < 0):
+                continue
+            mine = order[starts[k]:starts[k + 1]]
+            if len(mine) >= min_points:
+                self.boxes.append(boxes[k].copy())
+                self.names.append(name)
+                self.points.append(points[mine].copy())
+
+    @classmethod
+    def from_frames(cls, frames, min_points: int = 5) -> "GtDatabase":
+        """From `KittiFrame`s (objects of unknown difficulty left out, as is usual for KITTI)."""
+        db = cls()
+        for f in frames:
+            db.add_frame(f.points, f.boxes, f.names, min_points, f.difficulty)
+        return db
+
+
+def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Generator,
+                sample_counts: dict[str, int] | None = None, margin: float = 0.0):
+    """Ground-truth sampling (SECOND): paste database objects into the frame until each class has
+    ``sample_counts[class]`` objects. Candidates are drawn without replacement and kept only when their footprint
+    (grown by ``margin``) touches no existing or already pasted box; scene points inside a pasted box are removed
+    and the object's own points added. Objects keep their original position (and hence their sensor view).
+    Returns (points, boxes, names) with the pasted objects appended.
+    """
+    sample_counts = {"Car": 15, "Pedestrian": 10, "Cyclist": 10} if sample_counts is None else sample_counts
+    points = np.asarray(points, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    names = list(names)
+    if len(database) == 0:
+        return points, boxes, names
+    db_names = np.array(database.names)
+    all_boxes = list(boxes)
+    chosen = []
+    for cls, target in sample_counts.items():
+        want = target - sum(n == cls for n in names)
+        pool = np.nonzero(db_names == cls)[0]
+        if want <= 0 or len(pool) == 0:
+            continue
+        candidates = rng.permutation(pool)[:want]
+        for k in candidates:                     # loop over candidate objects
+            b = database.boxes[k]
+            grown = b.copy()
+            grown[3:5] += 2 * margin
+            if all_boxes and float(intersection_area_bev(grown[None], np.array(all_boxes)).max()) > 0.0:
+                continue
+            all_boxes.append(b)
+            chosen.append(k)
+    if not chosen:
+        return points, boxes, names
+    new_boxes = np.array([database.boxes[k] for k in chosen])
+    outside = points_in_boxes(points[:, :3], new_boxes) < 0
+    pasted = [database.points[k] for k in chosen]
+    if pasted and pasted[0].shape[1] != points.shape[1]:
+        raise ValueError(f"database points have {pasted[0].shape[1]} columns, the frame {points.shape[1]}")
+    out_points = np.concatenate([points[outside], *pasted]).astype(np.float32)
+    return out_points, np.concatenate([boxes, new_boxes]), names + [database.names[k] for k in chosen]
+
+
+def random_flip(points, boxes, rng: np.random.Generator, probability: float = 0.5):
+    """Mirror the scene about the x axis (y -> -y, yaw -> -yaw) with the given probability."""
+    points = np.array(points, dtype=np.float32, copy=True)
+    boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
+    if rng.random() < probability:
+        points[:, 1] = -points[:, 1]
+        boxes[:, 1] = -boxes[:, 1]
+        boxes[:, 6] = wrap_angle(-boxes[:, 6])
+    return points, boxes
+
+
+def random_rotation(points, boxes, rng: np.random.Generator, max_angle: float = np.pi / 4):
+    """Rotate the scene about the z axis by an angle drawn uniformly in [-max_angle, max_angle]."""
+    theta = rng.uniform(-max_angle, max_angle)
+    c, s = np.cos(theta), np.sin(theta)
+    rot = np.array([[c, -s], [s, c]])
+    points = np.array(points, dtype=np.float32, copy=True)
+    boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
+    points[:, :2] = (points[:, :2].astype(np.float64) @ rot.T).astype(np.float32)
+    boxes[:, :2] = boxes[:, :2] @ rot.T
+    boxes[:, 6] = wrap_angle(boxes[:, 6] + theta)
+    return points, boxes
+
+
+def random_scaling(points, boxes, rng: np.random.Generator, low: float = 0.95, high: float = 1.05):
+    """Scale the scene about the sensor by a factor drawn uniformly in [low, high] (boxes' sizes too)."""
+    f = rng.uniform(low, high)
+    points = np.array(points, dtype=np.float32, copy=True)
+    boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
+    points[:, :3] = (points[:, :3].astype(np.float64) * f).astype(np.float32)
+    boxes[:, :6] *= f
+    return points, boxes
+
+
+def augment(points, boxes, names, rng: np.random.Generator, database: GtDatabase | None = None,
+            sample_counts: dict[str, int] | None = None):
+    """The usual KITTI training chain: ground-truth sampling, flip, rotation (+-pi/4), scaling (0.95-1.05)."""
+    if database is not None:
+        points, boxes, names = gt_sampling(points, boxes, names, database, rng, sample_counts)
+    points, boxes = random_flip(points, boxes, rng)
+    points, boxes = random_rotation(points, boxes, rng)
+    points, boxes = random_scaling(points, boxes, rng)
+    return points, boxes, list(names)
