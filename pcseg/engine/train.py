@@ -1,0 +1,382 @@
+"""Segmentation training: sphere batches, cross-entropy (+ deformable regularisation), SGD/AdamW, validation,
+self-contained checkpoints, exact resume, DistributedDataParallel.
+
+Run directory: ``metrics.jsonl`` (one JSON object per logged step: ``step``, ``epoch``, ``loss``, ``lr``,
+``acc``...; per validation: ``miou``, ``oa``, ``macc``, ``iou``), ``last.safetensors`` / ``best.safetensors``
+(self-contained checkpoints) and ``last.state.safetensors`` (optimiser, scheduler, step, RNG: what ``--resume``
+needs). Batches are drawn from ``np.random.default_rng((seed, rank, step))``, so a resumed run sees exactly the
+batches the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import Augmentation
+from ..data.cache import DiskCache, default_cache_root
+from ..data.classmaps import IGNORE
+from ..data.datasets import check_disjoint, resolve_data
+from ..data.spheres import SphereSampler, calibrated_spec, prepare_clouds, suggest_point_budget
+from ..errors import UsageError
+from ..models import build, count_params
+from ..models.checkpoint import Checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from .infer import vote_logits
+from .metrics import confusion_matrix, scores
+from .presets import PRESETS
+
+log = logging.getLogger(__name__)
+
+AUGMENTATIONS = {
+    "sala-s3dis": Augmentation.sala_s3dis,
+    "sala-scannet": Augmentation.sala_scannet,
+    # KPConv-PyTorch's scene setting (the paper lists scaling, flipping and jitter without values).
+    "kpconv": lambda: Augmentation(scale_min=0.8, scale_max=1.2),
+    "none": Augmentation.none,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; presets (:mod:`pcseg.engine.presets`) fill it, ``key=value`` overrides it."""
+
+    data: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    model: str = "salanet"
+    model_options: dict = field(default_factory=dict)
+    features: list[str] = field(default_factory=lambda: ["one", "rgb", "z"])
+    dl0: float = 0.04
+    sphere_radius: float = 2.0
+    class_map: str | None = None
+    label_field: str | None = None
+    augmentation: str = "sala-s3dis"
+    balance_classes: bool = False
+    class_weights: str | None = None  # None | "inverse-sqrt" (weights from training label frequencies)
+    optimizer: str = "sgd"
+    lr: float = 1e-2
+    momentum: float = 0.98
+    weight_decay: float = 1e-3
+    lr_decay_epochs: float = 100.0  # lr divided by 10 every this many epochs (exponential decay per epoch)
+    grad_clip: float = 100.0
+    reg_weight: float = 0.1
+    epochs: int = 100
+    steps_per_epoch: int = 500
+    max_steps: int | None = None
+    spheres_per_batch: float = 10.0
+    point_budget: int | None = None
+    val_votes: int = 1
+    val_every: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps between saves of last.* (0: every epoch only)
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    cache_dir: str | None = None
+    source: str = ""
+    preset: str | None = None
+
+    @classmethod
+    def from_preset(cls, name: str | None, overrides: dict | None = None) -> "TrainConfig":
+        values: dict = {}
+        if name is not None:
+            if name in PRESETS:
+                values.update(PRESETS[name], preset=name)
+            elif name.endswith(".toml") or os.path.exists(name):
+                values.update(_load_toml(name))
+            else:
+                raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)} (or a .toml file)")
+        values.update(overrides or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown training setting {', '.join(unknown)}; settings: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _load_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"no such config file {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: invalid TOML ({e})") from None
+    base = values.pop("preset", None)
+    if base is not None:
+        if base not in PRESETS:
+            raise UsageError(f"{path}: unknown preset {base!r}")
+        values = {**PRESETS[base], "preset": base, **values}
+    return values
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` strings; values parsed as JSON when they can be (numbers, lists, true/false)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"overrides are key=value, got {pair!r}")
+        key = key.strip().replace("-", "_")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if "." in key:  # model_options.width=18
+            outer, inner = key.split(".", 1)
+            out.setdefault(outer, {})[inner] = parsed
+        else:
+            out[key] = parsed
+    return out
+
+
+# --- distributed ------------------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK: gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False,
+                 echo=None):
+        self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
+        self.echo = echo or (lambda msg: None)
+        self.dist = init_distributed(cfg.device)
+        device = cfg.device
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda asked but no CUDA device is available; use --device cpu")
+            if self.dist.world > 1:
+                device = f"cuda:{self.dist.local_rank}"
+        self.device = torch.device(device)
+        if not cfg.data:
+            raise UsageError("no training data: pass --data (files, globs, folders or synthetic:rooms)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (self.run_dir / "last.state.safetensors").exists() and self.dist.main:
+            raise UsageError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        torch.manual_seed(cfg.seed)
+        self._prepare_data()
+        self._build_model()
+        self.step, self.best_miou = 0, -1.0
+        if resume:
+            self._resume()
+
+    # data
+    def _prepare_data(self) -> None:
+        cfg = self.cfg
+        cache = DiskCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root())
+        self.cache = cache
+        train_src = resolve_data(cfg.data, cfg.features, role="train", class_map=cfg.class_map,
+                                 label_field=cfg.label_field)
+        val_src = resolve_data(cfg.val, cfg.features, role="val", class_map=cfg.class_map,
+                               label_field=cfg.label_field) if cfg.val else []
+        check_disjoint(train_src, val_src)
+        # The checkpoint carries the map that reads the first training source: its raw codes are what
+        # predictions decode to (e.g. ASPRS codes, S3DIS ids) and what `segment --eval` reads.
+        self.class_map = train_src[0].class_map
+        self.train_sources, self.val_sources = train_src, val_src
+        self.train_clouds = prepare_clouds(train_src, cfg.dl0, cache)
+        self.val_clouds = prepare_clouds(val_src, cfg.dl0, cache) if val_src else []
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        in_features = self.train_clouds[0].features.shape[1]
+        model = build(cfg.model, num_classes=self.class_map.num_classes, in_features=in_features,
+                      dl0=cfg.dl0, **cfg.model_options)
+        aug = AUGMENTATIONS.get(cfg.augmentation)
+        if aug is None:
+            raise UsageError(f"unknown augmentation {cfg.augmentation!r}; known: {', '.join(AUGMENTATIONS)}")
+        sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
+                                balance_classes=cfg.balance_classes, augmentation=aug())
+        budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
+        sampler.point_budget = int(budget)
+        self.spec = calibrated_spec(sampler, self.cache, seed=cfg.seed)
+        sampler.spec = self.spec
+        self.sampler = sampler
+        self.model = model.to(self.device)
+        self.params = count_params(model)
+        base = [{"params": [p for p in model.parameters()], "lr": cfg.lr}]
+        if hasattr(model, "parameter_groups"):
+            base = model.parameter_groups(cfg.lr)
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(base, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(base, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            raise UsageError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adamw")
+        # exponential decay per epoch: x0.1 every lr_decay_epochs epochs (KPConv supp. A)
+        gamma = 0.1 ** (1.0 / cfg.lr_decay_epochs)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
+        self.class_weight = self._class_weights()
+        self.ddp_model = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                                     if self.device.type == "cuda" else None)
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if self.cfg.class_weights is None:
+            return None
+        if self.cfg.class_weights != "inverse-sqrt":
+            raise UsageError("class_weights is None or 'inverse-sqrt'")
+        labels = np.concatenate([c.labels for c in self.train_clouds])
+        counts = np.bincount(labels[labels >= 0], minlength=self.class_map.num_classes).astype(np.float64)
+        w = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+        w = w / w[counts > 0].mean()
+        return torch.tensor(w, dtype=torch.float32, device=self.device)
+
+    # checkpoints
+    def card(self, metrics: dict | None = None) -> dict:
+        cfg = self.cfg
+        return {
+            "model": cfg.model, "task": "segment", "classes": self.class_map.to_dict(), "features": list(cfg.features),
+            "dl0": cfg.dl0, "sphere_radius": cfg.sphere_radius, "neighbor_limits": list(self.spec.neighbor_limits or []),
+            "trained_on": [s.path for s in self.train_sources], "validated_on": [s.path for s in self.val_sources],
+            "training": {"preset": cfg.preset, "source": cfg.source, "steps": self.step,
+                         "config": dataclasses.asdict(cfg)},
+            "metrics": metrics or {},
+        }
+
+    def save(self, metrics: dict | None = None, best: bool = False) -> None:
+        if not self.dist.main:
+            return
+        card = self.card(metrics)
+        save_checkpoint(self.run_dir / "last.safetensors", self.model, card)
+        if best:
+            save_checkpoint(self.run_dir / "best.safetensors", self.model, card)
+        state = {"step": self.step, "best_miou": self.best_miou, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "config": json.dumps(dataclasses.asdict(self.cfg))}
+        save_state(self.run_dir / "last.state.safetensors", state)
+
+    def _resume(self) -> None:
+        ck = load_checkpoint(self.run_dir / "last.safetensors", device=self.device)
+        self.model.load_state_dict(ck.model.state_dict())
+        state = load_state(self.run_dir / "last.state.safetensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.best_miou = int(state["step"]), float(state["best_miou"])
+        self.echo(f"resumed from step {self.step}")
+
+    def log(self, record: dict) -> None:
+        if self.dist.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # validation
+    def validate(self) -> dict:
+        names = self.class_map.names
+        cm = np.zeros((len(names), len(names)), dtype=np.int64)
+        for cloud in self.val_clouds:
+            logits, _ = vote_logits(self.model, self.spec, cloud.points, cloud.features, self.cfg.sphere_radius,
+                                    len(names), votes=self.cfg.val_votes, device=self.device)
+            cm += confusion_matrix(logits.argmax(axis=1), cloud.labels, len(names), IGNORE)
+        return scores(cm, names)
+
+    # the loop
+    def total_steps(self) -> int:
+        total = self.cfg.epochs * self.cfg.steps_per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
+
+    def train(self, progress=None) -> dict:
+        cfg, model = self.cfg, self.ddp_model
+        total = self.total_steps()
+        use_amp = cfg.amp and self.device.type == "cuda"
+        model.train()
+        last_val: dict = {}
+        t_start, window = time.perf_counter(), []
+        while self.step < total:
+            rng = np.random.default_rng((cfg.seed, self.dist.rank, self.step))
+            batch = self.sampler.sample_batch(rng).to(self.device)
+            t0 = time.perf_counter()
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(batch)
+            logits = logits.float()
+            loss_ce = F.cross_entropy(logits, batch.labels, weight=self.class_weight, ignore_index=IGNORE)
+            loss = loss_ce
+            reg = None
+            if hasattr(self.model, "regularization_loss"):
+                reg = self.model.regularization_loss()
+                if reg is not None:
+                    loss = loss + cfg.reg_weight * reg
+            self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate")
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            window.append(time.perf_counter() - t0)
+            with torch.no_grad():
+                valid = batch.labels != IGNORE
+                acc = (logits.argmax(1)[valid] == batch.labels[valid]).float().mean().item() if valid.any() else float("nan")
+            if progress is not None:
+                progress(self.step, total, loss.item(), acc, self.optimizer.param_groups[0]["lr"])
+            if self.step % cfg.log_every == 0 or self.step == total:
+                rec = {"step": self.step, "epoch": self.step / cfg.steps_per_epoch, "loss": loss.item(),
+                       "loss_ce": loss_ce.item(), "lr": self.optimizer.param_groups[0]["lr"], "acc": acc,
+                       "points": int(batch.points[0].shape[0]), "step_seconds": float(np.median(window))}
+                if reg is not None:
+                    rec["loss_reg"] = float(reg)
+                self.log(rec)
+                window = []
+            epoch_end = self.step % cfg.steps_per_epoch == 0
+            if epoch_end:
+                self.scheduler.step()
+            if epoch_end or self.step == total:
+                epoch = math.ceil(self.step / cfg.steps_per_epoch)
+                best = False
+                if self.val_clouds and (epoch % cfg.val_every == 0 or self.step == total) and self.dist.main:
+                    last_val = self.validate()
+                    self.log({"step": self.step, "epoch": self.step / cfg.steps_per_epoch, **{k: last_val[k] for k in
+                              ("miou", "oa", "macc", "iou")}})
+                    if last_val["miou"] is not None and last_val["miou"] > self.best_miou:
+                        self.best_miou, best = last_val["miou"], True
+                    self.echo(f"step {self.step}: validation mIoU {100 * (last_val['miou'] or 0):.1f}, "
+                              f"OA {100 * (last_val['oa'] or 0):.1f}")
+                self.save(last_val, best=best or not self.val_clouds)
+            elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save(last_val)
+        return {"steps": self.step, "seconds": time.perf_counter() - t_start, "validation": last_val,
+                "params": self.params, "run_dir": str(self.run_dir)}
+
+
+def trained_checkpoint(run_dir: str | Path, which: str = "best") -> Checkpoint:
+    path = Path(run_dir) / f"{which}.safetensors"
+    return load_checkpoint(path if path.exists() else Path(run_dir) / "last.safetensors")
