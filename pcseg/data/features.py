@@ -1,0 +1,150 @@
+"""Input feature channels, as the papers feed them to the first layer.
+
+Channels (names accepted by ``--features``, in the order given):
+
+``one`` (1 column)
+    The constant 1 (KPConv §4.1/§4.2: it encodes the geometry and keeps black points from reading as empty
+    space; SALA's "1").
+``rgb`` (3 columns)
+    Colour scaled to [0, 1] whatever the storage: uint8 / 8-bit values / 0-255 floats divide by 255; 16-bit
+    values (LAS stores colour in uint16; a field whose maximum exceeds 255) divide by 65535; floats already in
+    [0, 1] are kept. Read from ``red``/``green``/``blue`` (LAS, PLY, S3DIS) or ``r``/``g``/``b``.
+``z`` (1 column)
+    Height above the lowest point of the *whole cloud* (not of the sphere), in metres. For an S3DIS room this is
+    the height above the floor, the "Z" of SALA's ZRGB1 input (supp. B.1; KPConv-PyTorch feeds the S3DIS
+    z coordinate, whose floors lie near 0). Computed before subsampling and augmentation, so rotation, scaling
+    and sphere centring never change it. For airborne tiles it is height above the tile's lowest point (not
+    above ground).
+``intensity`` (1 column)
+    Return strength: floats already in [0, 1] (SemanticKITTI remission) are kept; anything else is divided
+    by the cloud's 99th percentile and clipped to [0, 1], because sensors store intensity on very different
+    scales (the ALS tiles here range from 0-254 to 0-65535). Read from ``intensity``, ``remission`` or
+    ``reflectance``.
+
+A requested channel the data lacks raises :class:`pcseg.errors.BadInputError` naming the file, the channel and
+the fields the file has; so does a colour or intensity field that is present but all zero (some LAS writers create the
+colour dimensions and leave them empty): a model is never fed silent zeros.
+
+:data:`FEATURE_PRESETS` lists the channels each paper uses; :func:`channel_slices` says which columns hold which
+channel (augmentation uses it to drop colour).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError, UsageError
+
+CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "intensity": 1}
+"""Number of columns of each channel."""
+
+FEATURE_PRESETS = {
+    "kpconv-geometry": ("one",),  # KPConv ModelNet40 / geometry only (§4.1)
+    "kpconv-rgb": ("one", "rgb"),  # KPConv scenes "when datasets are colorized" (§4.2)
+    "sala-s3dis": ("one", "rgb", "z"),  # SALA supp. B.1: ZRGB1
+    "sala-scannet": ("one", "rgb"),  # SALA supp. B.2: RGB1
+    "lidar": ("one", "intensity"),  # SemanticKITTI / airborne lidar without colour
+}
+"""Paper input channels (the trainer's presets pick one; order within a preset is the column order)."""
+
+_RGB_NAMES = (("red", "green", "blue"), ("r", "g", "b"))
+_INTENSITY_NAMES = ("intensity", "remission", "reflectance")
+
+
+def parse_channels(channels: str | Sequence[str]) -> tuple[str, ...]:
+    """Channel names from ``"one,rgb,z"`` or a sequence; unknown or repeated names are a :class:`UsageError`."""
+    if isinstance(channels, str):
+        channels = [c.strip() for c in channels.split(",") if c.strip()]
+    channels = tuple(channels)
+    if not channels:
+        raise UsageError("at least one feature channel is needed (e.g. 'one')")
+    unknown = [c for c in channels if c not in CHANNEL_WIDTHS]
+    if unknown:
+        raise UsageError(f"unknown feature channel(s) {', '.join(unknown)} (known: {', '.join(CHANNEL_WIDTHS)})")
+    if len(set(channels)) != len(channels):
+        raise UsageError(f"feature channels repeated in {','.join(channels)}")
+    return channels
+
+
+def num_features(channels: Sequence[str]) -> int:
+    """Number of feature columns (the network's ``in_features``)."""
+    return sum(CHANNEL_WIDTHS[c] for c in parse_channels(channels))
+
+
+def channel_slices(channels: Sequence[str]) -> dict[str, slice]:
+    """Column slice of each channel in the feature matrix."""
+    out, start = {}, 0
+    for c in parse_channels(channels):
+        out[c] = slice(start, start + CHANNEL_WIDTHS[c])
+        start += CHANNEL_WIDTHS[c]
+    return out
+
+
+def _missing(channel: str, wanted: str, fields: Mapping[str, np.ndarray], path: str | None) -> BadInputError:
+    have = ", ".join(sorted(fields)) or "none"
+    return BadInputError(f"feature channel {channel!r} needs {wanted}, but the cloud's fields are: {have}", path)
+
+
+def scale_color(values: np.ndarray) -> np.ndarray:
+    """(N, k) colour values in any storage -> float32 in [0, 1] (rules in the module docstring)."""
+    v = np.asarray(values)
+    peak = float(v.max()) if v.size else 0.0
+    if v.dtype.kind == "f" and peak <= 1.0:
+        scale = 1.0
+    elif peak <= 255.0:
+        scale = 255.0
+    else:
+        scale = 65535.0
+    return np.clip(v.astype(np.float32) / np.float32(scale), 0.0, 1.0)
+
+
+def scale_intensity(values: np.ndarray) -> np.ndarray:
+    """(N,) intensity -> float32 in [0, 1] (rules in the module docstring)."""
+    v = np.asarray(values).astype(np.float64)
+    if v.size == 0:
+        return v.astype(np.float32)
+    if np.asarray(values).dtype.kind == "f" and v.min() >= 0.0 and v.max() <= 1.0:
+        return v.astype(np.float32)
+    q = float(np.percentile(v, 99.0))
+    q = q if q > 0 else float(v.max())
+    return np.clip(v / q, 0.0, 1.0).astype(np.float32) if q > 0 else np.zeros(len(v), np.float32)
+
+
+def make_features(
+    fields: Mapping[str, np.ndarray],
+    xyz: np.ndarray,
+    channels: Sequence[str],
+    path: str | None = None,
+) -> np.ndarray:
+    """(N, F) float32 input features of a whole cloud for ``channels`` (see the module docstring).
+
+    fields: per-point arrays by name (``PointCloud.fields``); xyz: (N, 3) coordinates; path: the source file,
+    named in errors.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    n = len(xyz)
+    cols = []
+    for c in parse_channels(channels):
+        if c == "one":
+            cols.append(np.ones((n, 1), np.float32))
+        elif c == "z":
+            cols.append((xyz[:, 2:3] - (xyz[:, 2].min() if n else 0.0)).astype(np.float32))
+        elif c == "rgb":
+            names = next((t for t in _RGB_NAMES if all(k in fields for k in t)), None)
+            if names is None:
+                raise _missing(c, "fields red, green, blue", fields, path)
+            rgb = np.stack([np.asarray(fields[k]) for k in names], axis=1)
+            if n and not np.any(rgb):
+                raise BadInputError(f"feature channel 'rgb': fields {', '.join(names)} are all zero "
+                                    "(the file records no colour); choose features without rgb", path)
+            cols.append(scale_color(rgb))
+        elif c == "intensity":
+            name = next((k for k in _INTENSITY_NAMES if k in fields), None)
+            if name is None:
+                raise _missing(c, "a field " + " / ".join(_INTENSITY_NAMES), fields, path)
+            if n and not np.any(fields[name]):
+                raise BadInputError(f"feature channel 'intensity': field {name} is all zero (the file records no "
+                                    "intensity); choose features without intensity", path)
+            cols.append(scale_intensity(fields[name])[:, None])
+    return np.concatenate(cols, axis=1).astype(np.float32, copy=False)

@@ -1,0 +1,216 @@
+"""Preprocessing cache, training-sphere sampler, point-budget batches and neighbour-limit calibration."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from pcseg.data.augment import Augmentation
+from pcseg.data.batch import PyramidSpec
+from pcseg.data.cache import DiskCache
+from pcseg.data.datasets import CloudSource, resolve_data
+from pcseg.data.spheres import (
+    SphereSampler, calibrate_neighbor_limits, calibrated_spec, fallback_neighbor_limit, prepare_cloud,
+    prepare_clouds, suggest_point_budget,
+)
+from pcseg.errors import BadInputError
+from pcseg.geometry import grid_subsample
+
+
+def _spec(dl, layers=3):
+    return PyramidSpec(dl, [2.5 * dl * 2**l for l in range(layers)])
+
+
+@pytest.fixture(scope="module")
+def room(shared_data, tmp_path_factory):
+    cache = DiskCache(tmp_path_factory.mktemp("cache"))
+    srcs = resolve_data([str(shared_data / "indoor" / "s3dis" / "Area_3" / "hallway_3")], "one,rgb,z")
+    return prepare_clouds(srcs, 0.04, cache)
+
+
+# ----------------------------------------------------------------------------------------------- cache
+def test_cache_hit_and_invalidation_when_the_source_changes(shared_data, tmp_path, monkeypatch):
+    tile = tmp_path / "tile.las"
+    shutil.copy(shared_data / "als" / "warsaw_small.las", tile)
+    cache = DiskCache(tmp_path / "cache")
+    (src,) = resolve_data([str(tile)], "one,intensity")
+    loads = []
+    real_load = CloudSource.load
+    monkeypatch.setattr(CloudSource, "load", lambda self: loads.append(1) or real_load(self))
+
+    first = prepare_cloud(src, 0.5, cache)
+    assert len(loads) == 1
+    again = prepare_cloud(src, 0.5, cache)
+    assert len(loads) == 1  # served from the cache, the file was not read
+    np.testing.assert_array_equal(again.points, first.points)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert again.tree.query(first.points[:5])[1].tolist() == list(range(5))
+
+    st = os.stat(tile)
+    os.utime(tile, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: recomputed
+    prepare_cloud(src, 0.5, cache)
+    assert len(loads) == 2
+    prepare_cloud(src, 0.25, cache)  # another cell size is another entry
+    assert len(loads) == 3
+    prepare_cloud(src, 0.5, cache)
+    assert len(loads) == 3
+    # only one entry per (source, dl): the touched file replaced the old one
+    assert len(list((tmp_path / "cache" / "clouds").glob("*.json"))) == 2
+
+
+def test_damaged_or_unwritable_cache_never_stops_a_run(shared_data, tmp_path, caplog):
+    cache = DiskCache(tmp_path / "cache")
+    (src,) = resolve_data([str(shared_data / "als" / "warsaw_small.las")], "one")
+    ref = prepare_cloud(src, 0.5, cache)
+    for npz in (tmp_path / "cache" / "clouds").glob("*.npz"):
+        npz.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        again = prepare_cloud(src, 0.5, cache)
+    assert "damaged cache entry" in caplog.text
+    np.testing.assert_array_equal(again.points, ref.points)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        out = prepare_cloud(src, 0.5, DiskCache(blocker / "cache"))
+    assert "cannot write" in caplog.text and len(out) == len(ref)
+
+
+# ----------------------------------------------------------------------------------------------- sampler
+def test_batches_stay_under_the_budget_and_are_deterministic(room):
+    spec = _spec(0.04)
+    sampler = SphereSampler(room, spec, point_budget=6000, radius=1.0, augmentation=Augmentation())
+    a = list(sampler.batches(3, seed=7))
+    b = list(sampler.batches(3, seed=7))
+    c = next(sampler.batches(1, seed=8))
+    for x, y in zip(a, b):
+        assert x.lengths[0].sum() <= 6000
+        for u, v in zip(x.points + x.neighbors + [x.features, x.labels, x.extras["centers"]],
+                        y.points + y.neighbors + [y.features, y.labels, y.extras["centers"]]):
+            np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0].extras["centers"], c.extras["centers"])
+    # sphere points are centred on their centre: within radius * max scale (1.3) plus jitter
+    for x in a:
+        assert np.linalg.norm(x.points[0], axis=1).max() <= 1.0 * 1.3 * np.sqrt(3) + 0.01
+        assert x.num_clouds >= 1 and len(x.labels) == len(x.points[0]) == len(x.features)
+        assert x.features.shape[1] == 5
+
+
+def test_batches_are_filled_and_spheres_unaugmented_match_the_cloud(room):
+    spec = _spec(0.04, layers=2)
+    sampler = SphereSampler(room, spec, point_budget=4000, radius=0.5)
+    rng = np.random.default_rng(0)
+    s = sampler.sample_sphere(rng)
+    cloud = room[0]
+    inside = np.linalg.norm(cloud.points - s.center, axis=1) <= 0.5
+    np.testing.assert_allclose(np.sort(s.points + s.center, axis=0), np.sort(cloud.points[inside], axis=0))
+    np.testing.assert_array_equal(np.sort(s.labels), np.sort(cloud.labels[inside]))
+    # several spheres per batch when they are small, as many as fit
+    sizes = [len(sampler.sample_sphere(rng).points) for _ in range(20)]
+    batch = sampler.sample_batch(np.random.default_rng(1))
+    assert batch.num_clouds >= 2 and batch.lengths[0].sum() > 4000 - 2 * max(sizes)
+
+
+def test_a_sphere_larger_than_the_budget_keeps_its_nearest_points(room):
+    sampler = SphereSampler(room, _spec(0.04, 2), point_budget=300, radius=2.0)
+    batch = sampler.sample_batch(np.random.default_rng(3))
+    assert batch.num_clouds == 1 and batch.lengths[0].sum() == 300
+    c = batch.extras["centers"][0]
+    d = np.linalg.norm(room[0].points - c, axis=1)
+    kept = np.linalg.norm(batch.points[0].astype(np.float64), axis=1)
+    assert kept.max() <= np.sort(d)[299] + 1e-5
+
+
+def test_class_balanced_centres_favour_rare_classes(shared_data, tmp_path):
+    srcs = resolve_data([str(shared_data / "als" / "ign_mnx_pont.laz")], "one")
+    (cloud,) = prepare_clouds(srcs, 1.0, DiskCache(tmp_path))
+    labels = cloud.labels
+
+    def centre_classes(balance):
+        sampler = SphereSampler([cloud], _spec(1.0, 1), point_budget=10**6, radius=3.0, balance_classes=balance)
+        rng = np.random.default_rng(0)
+        idx = cloud.tree.query(np.stack([sampler.sample_sphere(rng).center for _ in range(600)]))[1]
+        return labels[idx]
+
+    present = np.unique(labels[labels >= 0])
+    bal, uni = centre_classes(True), centre_classes(False)
+    assert np.all(bal >= 0)
+    freq = np.array([(bal == k).mean() for k in present])
+    assert freq.min() > 0.5 / len(present) and freq.max() < 1.5 / len(present)  # about uniform over classes
+    rare = present[np.argmin([(labels == k).sum() for k in present])]
+    assert (bal == rare).mean() > 5 * (uni == rare).mean()
+
+
+def test_unlabelled_data_is_a_clear_error(room):
+    from dataclasses import replace
+
+    unlabelled = replace(room[0], labels=np.full(len(room[0]), -1))
+    with pytest.raises(BadInputError, match="no training point has a label"):
+        SphereSampler([unlabelled], _spec(0.04), point_budget=100)
+
+
+def test_suggest_point_budget(room):
+    sampler = SphereSampler(room, _spec(0.04), point_budget=10, radius=0.6)
+    budget = suggest_point_budget(sampler, spheres_per_batch=4)
+    sizes = [len(sampler.sample_sphere(np.random.default_rng(0)).points) for _ in range(5)]
+    assert 2 * min(sizes) < budget < 6 * max(sizes)
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+def _slow_limits(samples, spec, q):
+    """Brute force: pairwise distances at every layer of every sample."""
+    out = []
+    sizes = [[] for _ in range(spec.num_layers)]
+    for pts in samples:
+        layer = pts
+        for l in range(spec.num_layers):
+            sizes[l] += list((cdist(layer, layer) <= spec.radii[l]).sum(axis=1))
+            if l + 1 < spec.num_layers:
+                coarser = grid_subsample(layer, spec.dl0 * 2 ** (l + 1)).points
+                sizes[l] += list((cdist(coarser, layer) <= spec.pool_radius(l)).sum(axis=1))
+                layer = coarser
+    for s in sizes:
+        out.append(int(np.ceil(np.quantile(np.array(s), q))))
+    return out
+
+
+def test_calibration_matches_brute_force(room):
+    sampler = SphereSampler(room, _spec(0.04), point_budget=10**6, radius=0.4)
+    rng = np.random.default_rng(0)
+    samples = [sampler.sample_sphere(rng).points for _ in range(4)]
+    spec = _spec(0.04)
+    for q in (0.5, 0.8, 1.0):
+        assert calibrate_neighbor_limits(samples, spec, q) == _slow_limits(samples, spec, q)
+
+
+@pytest.mark.parametrize("samples", [
+    [],
+    [np.zeros((1, 3))],
+    [np.full((10, 3), np.nan)],
+    [np.zeros((0, 3))],
+    ["not points"],
+])
+def test_calibration_falls_back_on_degenerate_input(samples, caplog):
+    spec = _spec(0.04)
+    with caplog.at_level(logging.WARNING):
+        limits = calibrate_neighbor_limits(samples, spec)
+    assert limits == [fallback_neighbor_limit(r, 0.04 * 2**l) for l, r in enumerate(spec.radii)]
+    assert "fallback" in caplog.text
+    assert fallback_neighbor_limit(0.1, 0.04) == 66  # ceil(4/3 pi 2.5^3)
+
+
+def test_calibrated_spec_is_cached_and_never_crashes(room, tmp_path, monkeypatch, caplog):
+    cache = DiskCache(tmp_path)
+    sampler = SphereSampler(room, _spec(0.04), point_budget=5000, radius=0.5, augmentation=Augmentation())
+    spec = calibrated_spec(sampler, cache, n_spheres=10)
+    assert len(spec.neighbor_limits) == 3 and all(v >= 1 for v in spec.neighbor_limits)
+    assert spec.radii == sampler.spec.radii
+    monkeypatch.setattr(SphereSampler, "sample_sphere", lambda *a, **k: 1 / 0)
+    assert calibrated_spec(sampler, cache, n_spheres=10).neighbor_limits == spec.neighbor_limits  # from cache
+    with caplog.at_level(logging.WARNING):
+        fb = calibrated_spec(sampler, DiskCache(tmp_path / "other"), n_spheres=10)
+    assert "ZeroDivisionError" in caplog.text
+    assert fb.neighbor_limits == [fallback_neighbor_limit(r, 0.04 * 2**l) for l, r in enumerate(fb.radii)]
