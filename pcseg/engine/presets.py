@@ -7,11 +7,11 @@ overrides.
 from __future__ import annotations
 
 # KPConv supp. A / §4.2 (KP-FCNN on scenes): SGD momentum 0.98, lr 1e-2 divided by 10 every 100 epochs, an epoch
-# of 500 optimizer steps, input spheres of radius 50*dl0, batch of ~10 spheres, deformable regularisation
-# weight 0.1 (supp. A, as for KP-CNN). Weight decay 1e-3 and gradient-norm clipping at 100 are not in the paper
+# of 500 optimizer steps, input spheres of radius 50*dl0, batch of ~10 spheres (the deformable regularisation
+# weight 0.1 of supp. A is applied inside KP-FCNN.regularization_loss). Weight decay 1e-3 and gradient-norm clipping at 100 are not in the paper
 # and come from the public KPConv-PyTorch configurations.
 _KPCONV_OPT = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.98, "weight_decay": 1e-3, "lr_decay_epochs": 100,
-               "grad_clip": 100.0, "steps_per_epoch": 500, "spheres_per_batch": 10, "reg_weight": 0.1}
+               "grad_clip": 100.0, "steps_per_epoch": 500, "spheres_per_batch": 10}
 
 PRESETS: dict[str, dict] = {
     "s3dis-salanet": {

@@ -67,7 +67,7 @@ class TrainConfig:
     weight_decay: float = 1e-3
     lr_decay_epochs: float = 100.0  # lr divided by 10 every this many epochs (exponential decay per epoch)
     grad_clip: float = 100.0
-    reg_weight: float = 0.1
+    reg_weight: float = 1.0  # multiplies model.regularization_loss() (KP-FCNN already applies supp. A's 0.1)
     epochs: int = 100
     steps_per_epoch: int = 500
     max_steps: int | None = None
