@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -169,6 +168,7 @@ def register(app: typer.Typer) -> None:
         """Cover a cloud with overlapping spheres and write each as a file, plus index.json."""
         from ..geometry import covering_centers, points_in_spheres
         from ..io import read, write
+        from ..io.atomic import atomic_write
 
         if radius <= 0 or not 0 < coverage <= 1:
             raise UsageError("--radius must be positive and --coverage in (0, 1]")
@@ -189,7 +189,5 @@ def register(app: typer.Typer) -> None:
                 write(cloud.select(idx), str(out_dir / name), fmt)
                 index["spheres"].append({"file": name, "center": c.tolist(), "points": int(len(idx))})
                 advance()
-        tmp = out_dir / ".index.json.tmp"
-        tmp.write_text(json.dumps(index, indent=1))
-        os.replace(tmp, out_dir / "index.json")
+        atomic_write(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=1).encode()))
         note(f"{len(centers)} spheres of radius {radius} written to {out_dir}", quiet)

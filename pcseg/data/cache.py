@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from ..io.atomic import atomic_write
 
 import numpy as np
 
@@ -57,18 +58,7 @@ def stable_hash(obj) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, write, make_dirs=True)
 
 
 def _as_json(obj):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from ..errors import BadInputError, UsageError
+from .atomic import atomic_write
 from .cloud import PointCloud
 
 # format name -> file extensions
@@ -186,18 +186,7 @@ def write(cloud: PointCloud, path: str, format: str | None = None) -> list[str]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise BadInputError("output folder does not exist", folder)
-    fd, tmp = tempfile.mkstemp(prefix=".pcseg-", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            notes = _serialise(cloud, fmt, f, path)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return notes
+    return atomic_write(path, lambda f: _serialise(cloud, fmt, f, path))
 
 
 def same_file(a: str, b: str) -> bool:

@@ -12,7 +12,14 @@ import re
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..errors import BadInputError
+
+if TYPE_CHECKING:
+    import laspy
+
+    from .cloud import PointCloud
 
 # ASPRS standard classification codes (LAS 1.4 R15, Table 17).
 ASPRS_CLASS_NAMES = {0: "created, never classified", 1: "unclassified", 2: "ground", 3: "low vegetation",

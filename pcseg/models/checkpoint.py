@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInputError
+from ..io.atomic import atomic_write
 from .registry import build
 
 FORMAT = "pcseg-checkpoint"
@@ -41,19 +41,7 @@ class Checkpoint:
 
 
 def _atomic_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".pcseg-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data), make_dirs=True)
 
 
 def _serialise(tensors: dict[str, torch.Tensor], metadata: dict) -> bytes:

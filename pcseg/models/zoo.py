@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from ..io.atomic import atomic_write
 from .checkpoint import Checkpoint, load_checkpoint, read_card, sha256_file
 
 MODELS_DIR = Path(os.environ.get("PCSEG_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
@@ -58,7 +59,5 @@ def write_card(name: str, checkpoint: Path, extra: dict) -> Path:
     card["sha256"] = sha256_file(checkpoint)
     card["size_bytes"] = checkpoint.stat().st_size
     out = MODELS_DIR / f"{name}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: f.write((json.dumps(card, indent=1) + "\n").encode()))
     return out
