@@ -1,0 +1,129 @@
+"""SALANet (SALA paper §3.4): size against the paper, stacked batches, options, a few training steps."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcseg.data.batch import build_batch
+from pcseg.errors import BadInputError, UsageError
+from pcseg.geometry import grid_subsample
+from pcseg.models import build, count_params, entries
+from pcseg.models.salanet import neighbor_max_pool
+
+S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
+                 "bookcase", "board", "clutter"]
+
+
+@pytest.fixture(scope="module")
+def s3dis_room(shared_data):
+    """The real S3DIS room crop at the paper's 4 cm grid: xyz (centred), ZRGB1 features, labels."""
+    files = sorted((shared_data / "indoor" / "s3dis" / "Area_3" / "hallway_3" / "Annotations").glob("*.txt"))
+    if not files:
+        pytest.skip("S3DIS room not present")
+    rows = [np.loadtxt(f, dtype=np.float64) for f in files]
+    labels = np.concatenate([np.full(len(r), S3DIS_CLASSES.index(f.stem.rsplit("_", 1)[0])) for f, r in
+                             zip(files, rows)])
+    pts = np.concatenate(rows)
+    sub = grid_subsample(pts[:, :3], 0.04, features=pts[:, 3:6], labels=labels)
+    xyz = sub.points
+    feats = np.concatenate([xyz[:, 2:3], sub.features / 255.0, np.ones((len(xyz), 1))], axis=1)  # ZRGB1
+    return xyz - xyz.mean(axis=0), feats.astype(np.float32), sub.labels
+
+
+def test_strided_shortcut_max_pools_over_real_neighbours_only():
+    features = torch.tensor([[1.0, -5.0], [3.0, -2.0], [-4.0, -1.0]])
+    neighbors = torch.tensor([[0, 1, 3], [2, 3, 3], [3, 3, 3]])  # shadow index 3
+    expected = torch.tensor([[3.0, -2.0], [-4.0, -1.0], [0.0, 0.0]])
+    assert torch.equal(neighbor_max_pool(features, neighbors), expected)
+
+
+def test_registered_as_a_segmentation_network():
+    assert entries()["salanet"].task == "segment"
+
+
+@pytest.mark.parametrize("width,paper", [(36, 1.6e6), (18, 0.41e6), (72, 6.4e6)])
+def test_parameter_counts_within_5_percent_of_the_paper(width, paper):
+    # Tables 2-4: C=36 -> 1.6 M, C=18 -> 0.41 M (S3DIS, 13 classes, ZRGB1 input), C=72 -> 6.4 M (PartNet).
+    n = count_params(build("salanet", num_classes=13, in_features=5, width=width))
+    assert abs(n - paper) / paper < 0.05, n
+
+
+def test_config_rebuilds_the_same_network(s3dis_room):
+    xyz, feats, _ = s3dis_room
+    model = build("salanet", num_classes=4, in_features=5, width=6, groups=3, reduction="sum", assignment="hard",
+                  pos_encoding=False, dl0=0.04, radius=0.12, neighbor_limits=[10, 11, 12, 13, 14]).eval()
+    config = json.loads(json.dumps(model.config()))
+    clone = build("salanet", **config).eval()
+    clone.load_state_dict(model.state_dict())
+    assert clone.config() == config
+    assert clone.pyramid_spec == model.pyramid_spec and model.pyramid_spec.radii[4] == pytest.approx(0.12 * 16)
+    keep = xyz[:, 0] < xyz[:, 0].min() + 0.5
+    batch = build_batch([xyz[keep]], [feats[keep]], model.pyramid_spec).to("cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(clone(batch), model(batch))
+
+
+@pytest.mark.parametrize("option,value,allowed", [("reduction", "mean", "max, sum"),
+                                                  ("assignment", "binary", "soft, hard, none"),
+                                                  ("width", 7, "even"), ("groups", 0, ">= 1"),
+                                                  ("neighbor_limits", [26, 31], "5 positive"),
+                                                  ("radius", -0.1, "positive")])
+def test_invalid_options_are_one_line_usage_errors(option, value, allowed):
+    with pytest.raises(UsageError, match=allowed) as err:
+        build("salanet", num_classes=13, **{option: value})
+    assert "\n" not in str(err.value)
+
+
+def test_stacked_batch_gives_each_cloud_its_own_logits(s3dis_room):
+    """Two real clouds in one stacked batch: each gets the logits it gets alone (eval mode)."""
+    xyz, feats, _ = s3dis_room
+    torch.manual_seed(0)
+    model = build("salanet", num_classes=13, width=8).eval()
+    left = xyz[:, 0] < np.median(xyz[:, 0])
+    clouds = [(xyz[left], feats[left]), (xyz[~left] + 100.0, feats[~left])]
+    batch = build_batch([c[0] for c in clouds], [c[1] for c in clouds], model.pyramid_spec).to("cpu")
+    with torch.no_grad():
+        stacked = model(batch)
+        alone = [model(build_batch([p], [f], model.pyramid_spec).to("cpu")) for p, f in clouds]
+    assert stacked.shape == (len(xyz), 13) and torch.isfinite(stacked).all()
+    torch.testing.assert_close(stacked, torch.cat(alone), rtol=1e-4, atol=1e-4)
+
+
+def test_wrong_feature_count_is_a_bad_input_error(s3dis_room):
+    xyz, feats, _ = s3dis_room
+    model = build("salanet", num_classes=13, in_features=4, width=8)
+    batch = build_batch([xyz[:500]], [feats[:500]], model.pyramid_spec).to("cpu")
+    with pytest.raises(BadInputError, match="4 input features"):
+        model(batch)
+
+
+def test_a_few_steps_on_a_real_labelled_room_lower_the_loss(s3dis_room):
+    xyz, feats, labels = s3dis_room
+    torch.manual_seed(0)
+    model = build("salanet", num_classes=13, width=8)
+    keep = np.linalg.norm(xyz[:, :2], axis=1) < 0.8  # a cylinder of ~5k points holding 5 classes
+    batch = build_batch([xyz[keep]], [feats[keep]], model.pyramid_spec, [labels[keep]]).to("cpu")
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(8):
+        loss = torch.nn.functional.cross_entropy(model(batch), batch.labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_forward_matches_cpu(s3dis_room):
+    xyz, feats, _ = s3dis_room
+    torch.manual_seed(0)
+    model = build("salanet", num_classes=13, width=8).eval()
+    batch = build_batch([xyz], [feats], model.pyramid_spec)
+    with torch.no_grad():
+        cpu = model(batch.to("cpu"))
+        gpu = model.to("cuda")(batch.to("cuda"))
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
