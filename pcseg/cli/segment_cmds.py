@@ -75,6 +75,9 @@ def register(app: typer.Typer) -> None:
         no_write: bool = typer.Option(False, "--no-write", help="only report (with --eval); write no output"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
         batch_points: int = typer.Option(60_000, "--batch-points", help="points per forward pass"),
+        tile_points: int = typer.Option(5_000_000, "--tile-points",
+                                        help="LAS/LAZ inputs with more points are processed in tiles of about this many "
+                                             "points, with bounded memory"),
         format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
         in_fmt: Optional[str] = typer.Option(None, "--in-format"),
         out_fmt: Optional[str] = typer.Option(None, "--out-format"),
@@ -116,7 +119,7 @@ def register(app: typer.Typer) -> None:
                                        out_format(dest, format, out_fmt) if dest else None, votes=votes,
                                        device=device, confidence=confidence, with_proba=proba,
                                        as_classification=as_classification, eval_field=eval_field,
-                                       batch_points=batch_points, progress=advance)
+                                       batch_points=batch_points, tile_points=tile_points, progress=advance)
             for n in summary.pop("notes", []):
                 note(n, quiet or json_out)
             if json_out:

@@ -31,6 +31,7 @@ channel (augmentation uses it to drop colour).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -86,29 +87,49 @@ def _missing(channel: str, wanted: str, fields: Mapping[str, np.ndarray], path: 
     return BadInputError(f"feature channel {channel!r} needs {wanted}, but the cloud's fields are: {have}", path)
 
 
-def scale_color(values: np.ndarray) -> np.ndarray:
-    """(N, k) colour values in any storage -> float32 in [0, 1] (rules in the module docstring)."""
+def color_scale(values: np.ndarray) -> float:
+    """Divisor that maps a cloud's colour values to [0, 1] (rules in the module docstring)."""
     v = np.asarray(values)
     peak = float(v.max()) if v.size else 0.0
     if v.dtype.kind == "f" and peak <= 1.0:
-        scale = 1.0
-    elif peak <= 255.0:
-        scale = 255.0
-    else:
-        scale = 65535.0
-    return np.clip(v.astype(np.float32) / np.float32(scale), 0.0, 1.0)
+        return 1.0
+    return 255.0 if peak <= 255.0 else 65535.0
 
 
-def scale_intensity(values: np.ndarray) -> np.ndarray:
+def scale_color(values: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """(N, k) colour values in any storage -> float32 in [0, 1] (rules in the module docstring)."""
+    scale = color_scale(values) if scale is None else scale
+    return np.clip(np.asarray(values).astype(np.float32) / np.float32(scale), 0.0, 1.0)
+
+
+def intensity_scale(values: np.ndarray) -> float:
+    """Divisor of a cloud's intensities: 1 for floats already in [0, 1], else the 99th percentile (the maximum
+    when that is 0; 0 when every value is 0)."""
+    v = np.asarray(values)
+    if v.size == 0:
+        return 1.0
+    if v.dtype.kind == "f" and v.min() >= 0.0 and v.max() <= 1.0:
+        return 1.0
+    q = float(np.percentile(v.astype(np.float64), 99.0))
+    return q if q > 0 else float(v.max())
+
+
+def scale_intensity(values: np.ndarray, scale: float | None = None) -> np.ndarray:
     """(N,) intensity -> float32 in [0, 1] (rules in the module docstring)."""
     v = np.asarray(values).astype(np.float64)
-    if v.size == 0:
-        return v.astype(np.float32)
-    if np.asarray(values).dtype.kind == "f" and v.min() >= 0.0 and v.max() <= 1.0:
-        return v.astype(np.float32)
-    q = float(np.percentile(v, 99.0))
-    q = q if q > 0 else float(v.max())
-    return np.clip(v / q, 0.0, 1.0).astype(np.float32) if q > 0 else np.zeros(len(v), np.float32)
+    scale = intensity_scale(values) if scale is None else scale
+    return np.clip(v / scale, 0.0, 1.0).astype(np.float32) if scale > 0 else np.zeros(len(v), np.float32)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Whole-cloud statistics the channels depend on: lowest z, colour and intensity divisors. Computed from
+    the cloud itself by default; given explicitly when a large cloud is processed in pieces, so that every
+    piece gets the features the whole cloud would have."""
+
+    z_min: float = 0.0
+    color_scale: float = 255.0
+    intensity_scale: float = 1.0
 
 
 def make_features(
@@ -116,11 +137,12 @@ def make_features(
     xyz: np.ndarray,
     channels: Sequence[str],
     path: str | None = None,
+    stats: FeatureStats | None = None,
 ) -> np.ndarray:
     """(N, F) float32 input features of a whole cloud for ``channels`` (see the module docstring).
 
     fields: per-point arrays by name (``PointCloud.fields``); xyz: (N, 3) coordinates; path: the source file,
-    named in errors.
+    named in errors; stats: whole-cloud statistics when ``xyz`` is only a piece of the cloud.
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     n = len(xyz)
@@ -129,22 +151,23 @@ def make_features(
         if c == "one":
             cols.append(np.ones((n, 1), np.float32))
         elif c == "z":
-            cols.append((xyz[:, 2:3] - (xyz[:, 2].min() if n else 0.0)).astype(np.float32))
+            z_min = stats.z_min if stats is not None else (xyz[:, 2].min() if n else 0.0)
+            cols.append((xyz[:, 2:3] - z_min).astype(np.float32))
         elif c == "rgb":
             names = next((t for t in _RGB_NAMES if all(k in fields for k in t)), None)
             if names is None:
                 raise _missing(c, "fields red, green, blue", fields, path)
             rgb = np.stack([np.asarray(fields[k]) for k in names], axis=1)
-            if n and not np.any(rgb):
+            if n and stats is None and not np.any(rgb):
                 raise BadInputError(f"feature channel 'rgb': fields {', '.join(names)} are all zero "
                                     "(the file records no colour); choose features without rgb", path)
-            cols.append(scale_color(rgb))
+            cols.append(scale_color(rgb, None if stats is None else stats.color_scale))
         elif c == "intensity":
             name = next((k for k in _INTENSITY_NAMES if k in fields), None)
             if name is None:
                 raise _missing(c, "a field " + " / ".join(_INTENSITY_NAMES), fields, path)
-            if n and not np.any(fields[name]):
+            if n and stats is None and not np.any(fields[name]):
                 raise BadInputError(f"feature channel 'intensity': field {name} is all zero (the file records no "
                                     "intensity); choose features without intensity", path)
-            cols.append(scale_intensity(fields[name])[:, None])
+            cols.append(scale_intensity(fields[name], None if stats is None else stats.intensity_scale)[:, None])
     return np.concatenate(cols, axis=1).astype(np.float32, copy=False)

@@ -58,20 +58,36 @@ def evaluate(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, field: str) 
     return scores(confusion_matrix(labels, truth, cmap.num_classes), cmap.names)
 
 
+def las_point_count(path: str) -> int:
+    import laspy
+
+    try:
+        with laspy.open(path) as r:
+            return int(r.header.point_count)
+    except Exception:
+        return 0  # the normal reader reports what is wrong with the file
+
+
 def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | None = None,
                  out_format: str | None = None, votes: int = 3, device: str = "cpu", confidence: bool = False,
                  with_proba: bool = False, as_classification: bool = False, eval_field: str | None = None,
-                 batch_points: int = 60_000, progress=None) -> dict:
-    """Segment one file; returns the summary `--json` prints."""
+                 batch_points: int = 60_000, tile_points: int = 5_000_000, progress=None) -> dict:
+    """Segment one file; returns the summary `--json` prints. LAS/LAZ files of more than ``tile_points``
+    points written to LAS/LAZ are processed in tiles with bounded memory (:mod:`pcseg.engine.chunked`)."""
     t0 = time.perf_counter()
+    fmt_in = in_format or (format_from_path(src) if src != "-" else None)
+    fmt_out = out_format or (format_from_path(output) if output not in (None, "-") else None)
+    if (src != "-" and output not in (None, "-") and fmt_in in ("las", "laz") and fmt_out in ("las", "laz")
+            and las_point_count(src) > tile_points):
+        return _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification,
+                              eval_field, batch_points, tile_points, progress, t0)
     cloud = read(src, in_format)
     seg = segment_points(ck, cloud, votes=votes, device=device, batch_points=batch_points,
                          want_proba=confidence or with_proba, progress=progress)
     cmap = class_map_of(ck)
     summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": votes}
     if output is not None:
-        resolved = out_format or (format_from_path(output) if output != "-" else None)
-        new = prediction_fields(cloud, ck, seg.labels, seg.proba, confidence, with_proba, as_classification, resolved)
+        new = prediction_fields(cloud, ck, seg.labels, seg.proba, confidence, with_proba, as_classification, fmt_out)
         notes = write(cloud.with_fields(**new), output, out_format)
         summary["fields_written"] = list(new)
         summary["notes"] = notes
@@ -82,4 +98,30 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
     seconds = time.perf_counter() - t0
     summary.update(seconds=round(seconds, 3), points_per_second=round(len(cloud) / seconds, 1),
                    subsampled_points=seg.sub_points, spheres=seg.spheres)
+    return summary
+
+
+def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification, eval_field,
+                   batch_points, tile_points, progress, t0) -> dict:
+    from .chunked import segment_las_chunked
+
+    cmap = class_map_of(ck)
+
+    def fields(chunk, labels, proba):
+        return prediction_fields(chunk, ck, labels, proba, confidence, with_proba, as_classification, fmt_out)
+
+    def truth(chunk):
+        if eval_field not in chunk.fields:
+            raise BadInputError(f"no field {eval_field!r} to evaluate against", src)
+        return cmap.encode(chunk.fields[eval_field])
+
+    r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, votes, device, batch_points, tile_points,
+                            confidence or with_proba, truth if eval_field else None, progress)
+    seconds = time.perf_counter() - t0
+    summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": votes,
+               "classes": {n: int(c) for n, c in zip(cmap.names, r["counts"])}, "notes": r["notes"],
+               "tiles": r["tiles"], "seconds": round(seconds, 3),
+               "points_per_second": round(r["points"] / seconds, 1)}
+    if eval_field:
+        summary["metrics"] = scores(r["confusion"], cmap.names)
     return summary

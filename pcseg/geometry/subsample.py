@@ -46,10 +46,17 @@ def _pack(cells: np.ndarray) -> np.ndarray:
 
 
 def group_by_cell(xyz: np.ndarray, dl: float) -> tuple[np.ndarray, np.ndarray]:
-    """(inverse, counts) grouping points by grid cell of size ``dl``; cells are numbered in key order."""
+    """(inverse, counts) grouping points by grid cell of size ``dl`` (cells aligned on the minimum corner);
+    cells are numbered in key order."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    return _group(xyz - xyz.min(axis=0), dl)
+
+
+def _group(centred: np.ndarray, dl: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grouping of non-negative coordinates by cells of size ``dl`` aligned on 0."""
     if dl <= 0:
         raise ValueError(f"cell size must be positive, got {dl}")
-    keys = _pack(cell_index(xyz, dl))
+    keys = _pack(np.floor(centred / dl).astype(np.int64))
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     return inverse.reshape(-1).astype(np.int64), counts.astype(np.int64)
 
@@ -78,16 +85,23 @@ def grid_subsample(
     dl: float,
     features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    origin: np.ndarray | None = None,
 ) -> GridSubsample:
-    """Subsample ``xyz`` (N, 3) on a grid of cell size ``dl``: barycentres, averaged features, majority labels."""
+    """Subsample ``xyz`` (N, 3) on a grid of cell size ``dl``: barycentres, averaged features, majority labels.
+
+    Cells are aligned on ``origin`` (default: the minimum corner of ``xyz``); pieces of one cloud subsampled
+    with the cloud's origin get exactly the cells the whole cloud would get. No point may lie below ``origin``.
+    """
     xyz = np.asarray(xyz, dtype=np.float64)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"expected (N, 3) coordinates, got shape {xyz.shape}")
     if len(xyz) == 0:
         raise ValueError("cannot subsample an empty cloud")
-    origin = xyz.min(axis=0)
+    origin = xyz.min(axis=0) if origin is None else np.asarray(origin, dtype=np.float64)
     centred = xyz - origin
-    inverse, counts = group_by_cell(centred, dl)
+    if np.any(centred < 0):
+        raise ValueError("points lie below the grid origin")
+    inverse, counts = _group(centred, dl)
     m = len(counts)
     points = np.stack([np.bincount(inverse, weights=centred[:, d], minlength=m) for d in range(3)], axis=1)
     points = points / counts[:, None] + origin

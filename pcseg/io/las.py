@@ -43,8 +43,6 @@ def _check_signature(head: bytes, path: str) -> None:
 def read_las(data: bytes | str, path: str) -> "PointCloud":
     import laspy
 
-    from .cloud import PointCloud
-
     if isinstance(data, str):
         with open(data, "rb") as f:
             head = f.read(227)
@@ -63,19 +61,45 @@ def read_las(data: bytes | str, path: str) -> "PointCloud":
     declared = int(header.point_count)
     if declared and n != declared:
         raise BadInputError(f"file is truncated: header declares {declared} points, {n} could be read", path)
-    raw = las.points.array
+    return _cloud_from_points(las.points, header, path)
+
+
+def _cloud_from_points(points, header, path: str) -> "PointCloud":
+    """A PointCloud of a laspy point record: float64 xyz, every dimension as its raw stored values."""
+    from .cloud import PointCloud
+
+    raw = points.array
     xyz = np.stack([raw[d].astype(np.float64) * header.scales[i] + header.offsets[i]
                     for i, d in enumerate(_XYZ)], axis=1)
     fields: dict[str, np.ndarray] = {}
-    for dim in las.point_format.dimensions:
+    for dim in header.point_format.dimensions:
         if dim.name in _XYZ:
             continue
         if dim.name in raw.dtype.names:  # stored as its own field: take the raw stored values
             fields[dim.name] = np.array(raw[dim.name])
         else:  # bit field packed in a byte
-            fields[dim.name] = np.array(las.points[dim.name])
+            fields[dim.name] = np.array(points[dim.name])
     meta = {"format": "laz" if header.are_points_compressed else "las", "las_header": copy.deepcopy(header)}
     return PointCloud(xyz, fields, meta)
+
+
+def iter_las_chunks(path: str, chunk_size: int = 1_000_000):
+    """Stream a LAS/LAZ file: yields (index of the chunk's first point, PointCloud of the chunk)."""
+    import laspy
+
+    with open(path, "rb") as f:
+        _check_signature(f.read(227), path)
+    try:
+        with laspy.open(path) as reader:
+            start = 0
+            for points in reader.chunk_iterator(chunk_size):
+                cloud = _cloud_from_points(points, reader.header, path)
+                yield start, cloud
+                start += len(cloud)
+    except BadInputError:
+        raise
+    except Exception as e:
+        raise BadInputError(f"cannot read LAS/LAZ data ({type(e).__name__}: {e}); the file may be truncated", path) from None
 
 
 def _new_header(cloud) -> "laspy.LasHeader":
@@ -107,21 +131,20 @@ def _fit_standard(name: str, values: np.ndarray, dim, path: str) -> np.ndarray:
     return values
 
 
-def write_las(cloud, dest, compressed: bool, path: str) -> list[str]:
-    """Write ``cloud`` as LAS (or LAZ) to the binary stream ``dest``. Returns notes about converted fields."""
+def output_header(cloud, fields: dict[str, np.dtype], path: str) -> tuple["laspy.LasHeader", list[str]]:
+    """The header to write: the input's own (a deep copy) or a new LAS 1.4 one, plus extra-bytes dimensions
+    for fields the point format does not have. Returns it with notes for the user."""
     import laspy
 
     notes: list[str] = []
     header = cloud.meta.get("las_header")
     header = copy.deepcopy(header) if header is not None else _new_header(cloud)
-    std = {d.name: d for d in header.point_format.dimensions}
+    std = {d.name for d in header.point_format.dimensions}
     new_dims = []
-    for name, values in cloud.fields.items():
+    for name, dt in fields.items():
         if name in std or name.lower() in ("x", "y", "z"):
             continue
-        dt = np.asarray(values).dtype
-        if dt == np.bool_:
-            dt = np.dtype("u1")
+        dt = np.dtype("u1") if np.dtype(dt) == np.bool_ else np.dtype(dt)
         if dt not in _LAS_EB_TYPES:
             raise BadInputError(f"field {name!r} of type {dt} cannot be stored in LAS extra bytes", path)
         if len(name.encode()) > 32:
@@ -130,13 +153,19 @@ def write_las(cloud, dest, compressed: bool, path: str) -> list[str]:
     if new_dims:
         header.add_extra_dims(new_dims)
         notes.append("new fields stored as LAS extra bytes: " + ", ".join(d.name for d in new_dims))
+    return header, notes
+
+
+def fill_record(header, cloud, path: str):
+    """A laspy point record of ``cloud`` under ``header`` (raw X/Y/Z from the header's scales and offsets)."""
+    import laspy
+
     record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
-    las = laspy.LasData(header=header, points=record)
     scales, offsets = np.asarray(header.scales), np.asarray(header.offsets)
     raw_xyz = np.round((cloud.xyz - offsets) / scales)
     if len(cloud) and (raw_xyz.min() < -(2**31) or raw_xyz.max() > 2**31 - 1):
         raise BadInputError("coordinates do not fit the LAS scale/offset of this header (int32 overflow)", path)
-    arr = las.points.array
+    arr = record.array
     for i, d in enumerate(_XYZ):
         arr[d] = raw_xyz[:, i].astype(np.int32)
     std = {d.name: d for d in header.point_format.dimensions}
@@ -149,7 +178,16 @@ def write_las(cloud, dest, compressed: bool, path: str) -> list[str]:
         elif name in arr.dtype.names:
             arr[name] = _fit_standard(name, values, dim, path).astype(arr.dtype[name], copy=False)
         else:
-            las.points[name] = _fit_standard(name, values, dim, path)
+            record[name] = _fit_standard(name, values, dim, path)
+    return record
+
+
+def write_las(cloud, dest, compressed: bool, path: str) -> list[str]:
+    """Write ``cloud`` as LAS (or LAZ) to the binary stream ``dest``. Returns notes about converted fields."""
+    import laspy
+
+    header, notes = output_header(cloud, {k: np.asarray(v).dtype for k, v in cloud.fields.items()}, path)
+    las = laspy.LasData(header=header, points=fill_record(header, cloud, path))
     try:
         las.write(dest, do_compress=compressed)
     except Exception as e:
