@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
             from ..models.checkpoint import load_state
 
             saved = json.loads(load_state(run_dir / "last.state.safetensors")["config"])
-            cfg = TrainConfig(**{**saved, **{k: v for k, v in extra.items() if k in ("max_steps", "epochs", "device")}})
+            # key=value overrides apply on top (e.g. a longer max_steps, less frequent validation)
+            cfg = TrainConfig.from_preset(None, {**saved, **extra})
         else:
             cfg = TrainConfig.from_preset(config, extra)
         trainer = Trainer(cfg, run_dir, resume=resume, quiet=quiet, echo=lambda m: note(m, quiet))
