@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcseg.data.classmaps import load_class_map
 from pcseg.engine.metrics import confusion_matrix, scores
 from pcseg.engine.segment import class_map_of
 from pcseg.engine.infer import segment_points
@@ -23,11 +24,19 @@ from pcseg.models.checkpoint import load_checkpoint
 from pcseg.models.zoo import MODELS_DIR, write_card
 
 
+def _short(path: str) -> str:
+    """Paths relative to the shared data folder, as a reader of the card can find them."""
+    marker = "/shared/data/"
+    return "../shared/data/" + path.split(marker, 1)[1] if marker in path else path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("name")
     ap.add_argument("checkpoint")
-    ap.add_argument("--eval", action="append", default=[], help="FILE[:FIELD] with ground truth in FIELD")
+    ap.add_argument("--eval", action="append", default=[],
+                    help="FILE[:FIELD[:CLASSMAP]]: ground truth in FIELD, read with a built-in class map of the same "
+                         "classes when its raw codes differ from the model's (e.g. nyu40-to-s3dis for ScanNet)")
     ap.add_argument("--votes", type=int, default=3)
     ap.add_argument("--note", default="")
     ap.add_argument("--trained-on-note", default="")
@@ -38,13 +47,17 @@ def main() -> int:
     cmap = class_map_of(ck)
     per_file, pooled = {}, np.zeros((cmap.num_classes, cmap.num_classes), dtype=np.int64)
     for spec in args.eval:
-        path, _, field = spec.partition(":")
+        path, field, map_name = (spec.split(":") + ["", ""])[:3]
         cloud = read(path)
         field = field or next(f for f in ("classification", "class", "label") if f in cloud.fields)
         seg = segment_points(ck, cloud, votes=args.votes)
-        truth = cmap.encode(cloud.fields[field])
+        reader = load_class_map(map_name) if map_name else cmap
+        if reader.names != cmap.names:
+            raise SystemExit(f"class map {map_name} does not have the model's classes")
+        truth = reader.encode(cloud.fields[field])
         cm = confusion_matrix(seg.labels, truth, cmap.num_classes)
         pooled += cm
+        print(f"  evaluated {int((truth >= 0).sum()):,} labelled points of {len(cloud):,}", file=sys.stderr)
         s = scores(cm, cmap.names)
         per_file[Path(path).name] = {"miou": s["miou"], "oa": s["oa"], "iou": s["iou"], "points": s["points"],
                                      "points_per_second": round(len(cloud) / seg.seconds, 1)}
@@ -52,7 +65,9 @@ def main() -> int:
     pooled_s = scores(pooled, cmap.names)
     extra = {
         "task": "segment",
-        "measured_on": [Path(s.partition(":")[0]).name for s in args.eval],
+        "trained_on": [_short(p) for p in ck.card.get("trained_on", [])],
+        "validated_on": [_short(p) for p in ck.card.get("validated_on", [])],
+        "measured_on": [_short(s.split(":")[0]) for s in args.eval],
         "quality": {"votes": args.votes, "pooled": {k: pooled_s[k] for k in ("miou", "oa", "macc", "iou")},
                     "per_file": per_file},
         "note": args.note,
