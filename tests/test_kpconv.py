@@ -13,13 +13,7 @@ from pcseg.nn.kernel_points import kernel_energy, layer_kernel_points, stable_di
 IGN_TILE = "test_data_77055_627760_LA93_IGN69.laz"  # IGN LiDAR HD, Licence Ouverte
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: one thread avoids OpenMP oversubscription on a busy machine (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------- kernel points

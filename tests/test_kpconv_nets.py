@@ -18,13 +18,7 @@ DL0 = 0.6  # metres: the ALS tile has ~0.2 m spacing, so layer 0 keeps a few poi
 SMALL = dict(width=8, dl0=DL0)  # a narrow network: the tests run in seconds
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: one thread avoids OpenMP oversubscription on a busy machine (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name, options, table3", [
