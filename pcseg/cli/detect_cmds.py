@@ -1,0 +1,208 @@
+"""`pcseg detect` (3D boxes on lidar frames), `pcseg eval-detect` (KITTI AP) and the detection side of
+`pcseg train --task detect`. Nothing heavy is imported at module import: the CLI starts fast."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BadInputError, UsageError
+
+FRAME_SUFFIXES = (".bin", ".ply", ".las", ".laz", ".npy", ".pcd", ".txt")
+FORMATS = ("kitti", "json", "ply")
+
+
+def _expand_frames(frames: list[str]) -> list[str]:
+    """Files as given; folders give their frames (sorted); ``-`` is one ``.bin`` scan on stdin."""
+    out = []
+    for f in frames:
+        if f == "-":
+            out.append(f)
+        elif os.path.isdir(f):
+            found = sorted(str(p) for p in Path(f).iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+            if not found:
+                raise BadInputError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in this folder", f)
+            out.extend(found)
+        elif not os.path.exists(f):
+            raise BadInputError("no such file or folder", f)
+        else:
+            out.append(f)
+    if not out:
+        raise UsageError("give at least one frame (file, folder or - for a .bin scan on stdin)")
+    return out
+
+
+def _frame_id(path: str) -> str:
+    return "stdin" if path == "-" else Path(path).stem
+
+
+def _output_path(out: Optional[Path], src: str, fmt: str, many: bool) -> str:
+    """``-o`` is a file for one frame (``-`` = stdout), a folder for several (created) or an existing folder;
+    default: stdout for kitti/json, ``<frame>_boxes.ply`` beside the input for ply."""
+    ext = {"kitti": ".txt", "json": ".json", "ply": ".ply"}[fmt]
+    name = _frame_id(src) + ("_boxes.ply" if fmt == "ply" else ext)
+    if out is None:
+        if fmt == "ply":
+            if src == "-":
+                raise UsageError("--format ply from stdin needs -o FILE")
+            return str(Path(src).with_name(name))
+        return "-"
+    if many or out.is_dir():
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"-o {out} must be a folder when detecting on several frames")
+        out.mkdir(parents=True, exist_ok=True)
+        return str(out / name)
+    return str(out)
+
+
+def _write_text(dest: str, text: str) -> None:
+    if dest == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(folder):
+        raise BadInputError("output folder does not exist", folder)
+    tmp = dest + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, dest)
+
+
+def format_detections(det, fmt: str, frame_id: str, calib=None, points=None) -> str | object:
+    """KITTI label lines (camera frame with a calibration, lidar frame otherwise, said in a header line), JSON,
+    or a PointCloud of the frame with a per-point ``box_id`` (-1 outside every box) for PLY."""
+    import numpy as np
+
+    from ..io.kitti import format_label_lines, lidar_boxes_to_objects
+
+    if fmt == "kitti":
+        objs = lidar_boxes_to_objects(det.boxes, det.names, det.scores, calib)
+        return format_label_lines(objs, frame="camera" if calib is not None else "lidar")
+    if fmt == "json":
+        boxes = [{"class": n, "score": round(float(s), 4),
+                  "box": {k: round(float(v), 4) for k, v in zip(("x", "y", "z", "dx", "dy", "dz", "yaw"), b)}}
+                 for b, s, n in zip(det.boxes, det.scores, det.names)]
+        return json.dumps({"frame": frame_id, "coordinates": "lidar: box centre x y z, size dx (length) dy dz, "
+                           "yaw about +z from +x", "boxes": boxes}, indent=1) + "\n"
+    from ..geometry.boxes import points_in_boxes
+    from ..io.cloud import PointCloud
+
+    box_id = points_in_boxes(points[:, :3], det.boxes) if len(det) else np.full(len(points), -1, np.int64)
+    return PointCloud(points[:, :3].astype(np.float64), {"intensity": points[:, 3].astype(np.float32),
+                                                          "box_id": box_id.astype(np.int32)})
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("detect")
+    def detect(
+        frames: list[str] = typer.Argument(..., help="lidar frames: KITTI .bin (or ply/las/npy...), folders, - for a .bin on stdin"),
+        model: str = typer.Option("focals-kitti", "--model", "-m", help="shipped model name or checkpoint file"),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="KITTI calib file (or folder of <frame>.txt): kitti output in the camera frame, boxes outside camera 2's view left out"),
+        fmt: str = typer.Option("kitti", "--format", "-f", help="kitti (label_2 lines with scores), json, or ply (frame with box_id)"),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (one frame) or folder (several); default stdout"),
+        score_thresh: float = typer.Option(0.3, "--score-thresh", help="keep boxes scoring at least this"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch"),
+    ):
+        """3D boxes (Car, Pedestrian, Cyclist) in lidar frames with a focal sparse conv detector."""
+        if fmt not in FORMATS:
+            raise UsageError(f"--format is one of {', '.join(FORMATS)}")
+        if not 0.0 <= score_thresh <= 1.0:
+            raise UsageError("--score-thresh is between 0 and 1")
+        paths = _expand_frames(frames)
+        if calib is not None and not calib.exists():
+            raise BadInputError("no such calibration file or folder", str(calib))
+        import torch
+
+        from ..engine.detect import detect_points, load_detector, load_frame
+        from ..io import write
+        from ..io.kitti import Calibration
+
+        if threads:
+            torch.set_num_threads(threads)
+        net, _ = load_detector(model, device)
+        for src in paths:
+            data = sys.stdin.buffer.read() if src == "-" else None
+            points = load_frame(src, data)
+            cal = None
+            if calib is not None:
+                cf = calib / f"{_frame_id(src)}.txt" if calib.is_dir() else calib
+                if not cf.is_file():
+                    raise BadInputError(f"no calibration for frame {_frame_id(src)}", str(cf))
+                cal = Calibration.from_file(cf)
+            det = detect_points(net, points, score_thresh)
+            if cal is not None and fmt == "kitti" and len(det):
+                # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
+                det = det.subset(cal.fov_mask(det.boxes[:, :3]))
+            dest = _output_path(output, src, fmt, len(paths) > 1)
+            result = format_detections(det, fmt, _frame_id(src), cal, points)
+            if fmt == "ply":
+                write(result, dest, format="ply")
+            else:
+                _write_text(dest, result)
+            if dest != "-":
+                typer.echo(f"{_frame_id(src)}: {len(det)} boxes -> {dest}", err=True)
+
+    @app.command("eval-detect")
+    def eval_detect(
+        pred: Path = typer.Option(..., "--pred", help="folder of <frame>.txt results (pcseg detect --format kitti)"),
+        truth: Path = typer.Option(..., "--truth", help="folder of KITTI label_2 <frame>.txt files"),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="calib folder for lidar-frame results (default: truth/../calib)"),
+        json_out: bool = typer.Option(False, "--json", help="print the full result as JSON"),
+    ):
+        """KITTI AP (BEV and 3D, R11 and R40, easy/moderate/hard) of detection results against labels."""
+        from ..engine.detection_eval import evaluate_folders, format_results
+
+        result = evaluate_folders(pred, truth, calib)
+        typer.echo(json.dumps(result) if json_out else format_results(result))
+
+
+def train_detect(overrides: list[str], config: str | None = None, data: list[str] | None = None,
+                 val: list[str] | None = None, max_steps: int | None = None, epochs: int | None = None,
+                 run_dir: Path = Path("runs/train"), device: str = "cpu", resume: bool = False,
+                 seed: int | None = None, quiet: bool = False) -> None:
+    """`pcseg train --task detect`: ``--data`` is a KITTI ``training/`` folder, ``--val`` frame ids held out
+    (default 004139), ``key=value`` overrides of :class:`pcseg.engine.detect.DetectTrainConfig`
+    (``synthetic_steps=200 steps=2000 model_options.focal=false`` ...). ``--max-steps`` caps the KITTI steps."""
+    from ..engine.detect import DetectTrainConfig, saved_config, train_detector
+    from ..engine.train import parse_overrides
+
+    if config is not None:
+        raise UsageError("detection training has no presets; use key=value settings")
+    if epochs is not None:
+        raise UsageError("detection training counts steps: use steps=N or --max-steps")
+    if data and len(data) > 1:
+        raise UsageError("--data takes one KITTI training/ folder for detection")
+    extra = parse_overrides(overrides or [])
+    if data:
+        extra["kitti"] = data[0]
+    if val:
+        extra["val_frames"] = list(val)
+    if max_steps is not None:
+        extra["steps"] = max_steps
+    if seed is not None:
+        extra["seed"] = seed
+    extra["device"] = device
+    if resume and not data and not overrides:
+        # the run folder remembers its settings; only the step cap and the device may change
+        cfg = dataclasses.replace(saved_config(run_dir), **{k: v for k, v in extra.items() if k in ("steps", "device")})
+    else:
+        cfg = DetectTrainConfig.from_overrides(extra)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if not quiet and (step % 10 == 0 or step == total):
+            typer.echo(f"step {step}/{total} loss {loss:.3f}", err=True)
+
+    result = train_detector(cfg, run_dir, resume=resume, progress=progress)
+    if not quiet:
+        m = result["metrics"].get("mean_3d_R40_moderate") if result["metrics"] else None
+        msg = f"{result['step']} steps; checkpoints in {run_dir}"
+        if m is not None:
+            msg += f"; held-out mean 3D AP (R40, moderate) {m:.1f}"
+        typer.echo(msg, err=True)

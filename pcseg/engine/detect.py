@@ -1,0 +1,329 @@
+"""Detection: inference on lidar frames and the training loop of ``focals-centerpoint``.
+
+Inference: :func:`load_frame` reads a frame (KITTI ``.bin``, or any cloud ``pcseg.io.read`` knows, with an
+``intensity`` field when there is one), :func:`detect_points` runs the network and decodes boxes.
+
+Training (:func:`train_detector`): optional synthetic pre-training (64-beam scenes from
+``pcseg.data.detection.synthetic_scene``) then KITTI frames with the usual augmentation chain (ground-truth
+sampling, flip, rotation, scaling). Run directory conventions are those of segmentation training:
+``metrics.jsonl`` (one JSON object per logged step and per validation), ``last.safetensors`` /
+``best.safetensors`` (self-contained checkpoints, ``pcseg detect --model`` takes them) and
+``last.state.safetensors`` (optimiser, step: what ``--resume`` needs). Batches are drawn from
+``np.random.default_rng((seed, rank, step))`` so a resumed run sees the batches the uninterrupted run would
+have seen. Under ``torchrun`` each process trains on its own batches with DistributedDataParallel and rank 0
+validates and writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BadInputError, UsageError
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------------
+# inference
+# ---------------------------------------------------------------------------------------------------------------
+
+def load_frame(path: str, data: bytes | None = None) -> np.ndarray:
+    """(N, 4) float32 x, y, z, intensity. ``.bin`` (or stdin bytes) is a KITTI scan; other formats go through
+    ``pcseg.io.read`` (intensity from an ``intensity`` field scaled to 0-1 when it is an integer type, else 0)."""
+    if data is not None or path.lower().endswith(".bin"):
+        from ..io.kitti import read_velodyne
+
+        return read_velodyne(data if data is not None else path)
+    from ..io import read
+
+    cloud = read(path)
+    inten = cloud.fields.get("intensity")
+    if inten is None:
+        inten = np.zeros(len(cloud))
+    elif np.issubdtype(inten.dtype, np.integer):
+        inten = inten.astype(np.float64) / max(float(np.iinfo(inten.dtype).max), 1.0)
+    return np.concatenate([cloud.xyz, np.asarray(inten, np.float64)[:, None]], 1).astype(np.float32)
+
+
+def load_detector(name_or_path: str, device: str = "cpu"):
+    """(model in eval mode, card) from a shipped model name (checksum verified) or a checkpoint file."""
+    from ..models import zoo
+
+    ckpt = zoo.load(name_or_path, device=device)
+    if ckpt.card.get("task") != "detect":
+        raise UsageError(f"{name_or_path} is not a detection model (task {ckpt.card.get('task', 'segment')!r})")
+    return ckpt.model, ckpt.card
+
+
+@torch.no_grad()
+def detect_points(model, points: np.ndarray, score_thresh: float = 0.3, device: str | None = None):
+    """Boxes of one frame (``Detections`` with lidar-frame boxes)."""
+    dev = device or next(model.parameters()).device
+    pts = torch.from_numpy(np.ascontiguousarray(points[:, : model.in_features], dtype=np.float32)).to(dev)
+    return model.decode(model([pts]), score_thresh=score_thresh)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class DetectTrainConfig:
+    """A detection run. ``kitti``: a KITTI ``training/`` folder; ``val_frames`` are held out of training."""
+
+    kitti: str | None = None
+    val_frames: list[str] = field(default_factory=lambda: ["004139"])
+    preset: str = "cpu"               # range and voxel size: "cpu" (coarse, fast) or "kitti" (0.05 m voxels)
+    model_options: dict = field(default_factory=dict)   # builder options; they win over the preset
+    synthetic_steps: int = 0          # pre-training steps on synthetic scenes
+    steps: int = 1000                 # steps on KITTI frames (after pre-training)
+    batch_size: int = 2
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    gt_sampling: bool = True
+    log_every: int = 10
+    val_every: int = 100
+    checkpoint_every: int = 50
+    time_limit: float | None = None   # seconds; the run stops cleanly (checkpoint written) when reached
+    seed: int = 0
+    device: str = "cpu"
+    init: str | None = None           # start from these weights (e.g. a pre-trained checkpoint)
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "DetectTrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UsageError(f"unknown detection setting {', '.join(unknown)}; settings: {', '.join(sorted(known))}")
+        return cls(**overrides)
+
+    @property
+    def total_steps(self) -> int:
+        return self.synthetic_steps + self.steps
+
+
+def _labels(names: list[str], classes: list[str]) -> np.ndarray:
+    return np.array([classes.index(n) if n in classes else -1 for n in names], dtype=np.int64)
+
+
+class _Data:
+    """Training frames (KITTI in memory + GT database) and synthetic scenes, drawn per step."""
+
+    def __init__(self, cfg: DetectTrainConfig):
+        from ..data.detection import GtDatabase, KittiFrame, list_kitti_frames
+
+        self.cfg = cfg
+        self.train, self.val = [], []
+        if cfg.kitti is not None:
+            ids = list_kitti_frames(cfg.kitti)
+            missing = sorted(set(cfg.val_frames) - set(ids))
+            if missing:
+                raise UsageError(f"validation frame(s) {', '.join(missing)} not in {cfg.kitti}")
+            for fid in ids:
+                # KITTI labels only what camera 2 sees: train on that part so unlabelled objects are no negatives
+                frame = KittiFrame.load(cfg.kitti, fid, fov_only=True)
+                (self.val if fid in cfg.val_frames else self.train).append(frame)
+            if not self.train and cfg.steps > 0:
+                raise UsageError(f"no training frames left in {cfg.kitti} once {', '.join(cfg.val_frames)} are held out")
+            self.database = GtDatabase.from_frames(self.train) if cfg.gt_sampling else None
+        elif cfg.steps > 0:
+            raise UsageError("training on KITTI needs a KITTI training/ folder (kitti=...)")
+
+    def batch(self, step: int, rank: int = 0):
+        from ..data.detection import augment, synthetic_scene
+
+        rng = np.random.default_rng((self.cfg.seed, rank, step))
+        out = []
+        for _ in range(self.cfg.batch_size):
+            if step < self.cfg.synthetic_steps:
+                pts, boxes, names = synthetic_scene(rng)
+                pts, boxes, names = augment(pts, boxes, names, rng)
+            else:
+                f = self.train[int(rng.integers(len(self.train)))]
+                pts, boxes, names = augment(f.points, f.boxes, f.names, rng, self.database)
+            out.append((pts, boxes, list(names)))
+        return out
+
+
+def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict | None) -> dict:
+    return {"model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
+            "point_range": model.point_range, "voxel_size": model.voxel_size,
+            "training": {"kitti_frames": [f.frame_id for f in data.train], "held_out": [f.frame_id for f in data.val],
+                         "synthetic_steps": cfg.synthetic_steps, "steps": step,
+                         "config": dataclasses.asdict(cfg)},
+            "metrics": metrics or {}}
+
+
+def evaluate_frames(model, frames, score_thresh: float = 0.1) -> dict:
+    """KITTI AP (``pcseg.engine.detection_eval.evaluate``) of the model on ``KittiFrame``s."""
+    from ..engine.detection_eval import evaluate
+    from ..io.kitti import lidar_boxes_to_objects
+
+    was = model.training
+    model.eval()
+    pred, truth = {}, {}
+    for f in frames:
+        det = detect_points(model, f.points, score_thresh)
+        det = det.subset(f.calib.fov_mask(det.boxes[:, :3]) if len(det) else np.zeros(0, bool))
+        pred[f.frame_id] = lidar_boxes_to_objects(det.boxes, det.names, det.scores, f.calib)
+        truth[f.frame_id] = f.objects
+    model.train(was)
+    return evaluate(pred, truth)
+
+
+def summary(result: dict) -> dict:
+    """Moderate AP (R40) per class and metric, and their mean over classes with ground truth (the 'best' key)."""
+    out, means = {}, []
+    for cls, entry in result["classes"].items():
+        for metric in ("bev", "3d"):
+            v = entry[metric]["R40"]["moderate"]
+            out[f"{cls}_{metric}_R40_moderate"] = v
+            if v is not None and metric == "3d":
+                means.append(v)
+    out["mean_3d_R40_moderate"] = float(np.mean(means)) if means else None
+    return out
+
+
+def saved_config(run_dir: str | Path) -> DetectTrainConfig:
+    """The configuration a run was started with (for ``--resume`` without settings)."""
+    from ..models.checkpoint import load_state
+
+    return DetectTrainConfig(**json.loads(load_state(Path(run_dir) / "last.state.safetensors")["config"]))
+
+
+def one_cycle(lr: float, frac: float, warmup: float = 0.05) -> float:
+    """One-cycle learning rate (OpenPCDet's adam_onecycle shape): linear warm-up from lr/10, cosine to lr/100."""
+    if frac < warmup:
+        return lr * (0.1 + 0.9 * frac / warmup)
+    t = (frac - warmup) / (1 - warmup)
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
+    """Train; returns the final metrics. ``progress(step, total, loss)`` is called after each step."""
+    from ..models import build, count_params
+    from ..models.checkpoint import load_checkpoint, load_state, save_checkpoint, save_state
+
+    from .train import init_distributed
+
+    run = Path(run_dir)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise UsageError(f"run folder {run} is not empty: pass --resume to continue it or choose another folder")
+    distr = init_distributed(cfg.device)          # torchrun: one process per device, rank 0 writes
+    if distr.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()                            # every rank has checked the folder before rank 0 writes
+    device = cfg.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda asked but no CUDA device is available; use --device cpu")
+        if distr.world > 1:
+            device = f"cuda:{distr.local_rank}"
+    dev = torch.device(device)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = _Data(cfg)
+    if cfg.init is not None:
+        model = load_detector(cfg.init)[0]
+    else:
+        from ..models.detector import PRESETS
+
+        if cfg.preset not in PRESETS:
+            raise UsageError(f"unknown detection preset {cfg.preset!r}; presets: {', '.join(PRESETS)}")
+        model = build("focals-centerpoint", **{**PRESETS[cfg.preset], **cfg.model_options})
+    model.to(dev).train()
+    net = model
+    if distr.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(cfg.total_steps, 1)
+    step, best, spent = 0, -math.inf, 0.0
+    if resume and (run / "last.state.safetensors").is_file():
+        state = load_state(run / "last.state.safetensors")
+        model.load_state_dict(load_checkpoint(run / "last.safetensors").model.state_dict())
+        model.to(dev).train()
+        opt.load_state_dict(state["optimizer"])
+        step, best, spent = int(state["step"]), float(state["best"]), float(state["seconds"])
+    metrics_file = open(run / "metrics.jsonl", "a") if distr.main else None
+    log.info("focals-centerpoint: %d parameters, %d steps", count_params(model), total)
+    start, metrics = time.time() - spent, {}
+
+    def progress_fraction() -> float:
+        """How far the run is: by steps, or by time when a time limit comes first."""
+        frac = step / total
+        if cfg.time_limit:
+            frac = max(frac, (time.time() - start) / cfg.time_limit)
+        return min(frac, 1.0)
+
+    def save(which: str, metrics: dict) -> None:
+        save_checkpoint(run / f"{which}.safetensors", model, _card(model, cfg, data, step, metrics))
+
+    try:
+        while step < total:
+            batch = data.batch(step, distr.rank)
+            pts = [torch.from_numpy(p[:, : model.in_features]).to(dev) for p, _, _ in batch]
+            boxes = [torch.from_numpy(np.asarray(b, np.float32)).to(dev) for _, b, _ in batch]
+            labels = [torch.from_numpy(_labels(n, model.class_names)).to(dev) for _, _, n in batch]
+            t0 = time.time()
+            lr = one_cycle(cfg.lr, progress_fraction())
+            for g in opt.param_groups:
+                g["lr"] = lr
+            losses = model.loss(net(pts), boxes, labels)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            if progress is not None:
+                progress(step, total, float(losses["total"].detach()))
+            out_of_time = cfg.time_limit is not None and time.time() - start > cfg.time_limit
+            if distr.world > 1:                   # all ranks stop at the same step
+                flag = torch.tensor([float(out_of_time)], device=dev)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if not distr.main:
+                if out_of_time:
+                    break
+                continue
+            if step % cfg.log_every == 0 or step == total:
+                rec = {"step": step, "phase": "synthetic" if step <= cfg.synthetic_steps else "kitti",
+                       "lr": lr, "time": round(time.time() - t0, 3),
+                       **{f"loss_{k}": round(float(v.detach()), 5) for k, v in losses.items()}}
+                metrics_file.write(json.dumps(rec) + "\n")
+                metrics_file.flush()
+            validate = data.val and step > cfg.synthetic_steps and (step % cfg.val_every == 0 or step == total
+                                                                    or out_of_time)
+            if validate:
+                metrics = summary(evaluate_frames(model, data.val))
+                metrics_file.write(json.dumps({"step": step, "val": metrics}) + "\n")
+                metrics_file.flush()
+                score = metrics["mean_3d_R40_moderate"]
+                if score is not None and score > best:
+                    best = score
+                    save("best", metrics)
+            if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
+                save("last", metrics)
+                save_state(run / "last.state.safetensors", {"optimizer": opt.state_dict(), "step": step,
+                                                             "best": best, "seconds": time.time() - start,
+                                                             "config": json.dumps(dataclasses.asdict(cfg))})
+            if out_of_time:
+                log.info("time limit reached at step %d", step)
+                break
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+    if distr.main and not (run / "best.safetensors").exists() and (run / "last.safetensors").exists():
+        # no validation frames (or nothing scored): the last weights are the best we know
+        (run / "best.safetensors").write_bytes((run / "last.safetensors").read_bytes())
+    return {"step": step, "metrics": metrics}

@@ -1,0 +1,280 @@
+"""focals-centerpoint: targets and decoding agree, losses match their formulas, checkpoints round-trip, training
+runs and resumes, and the `detect` / `eval-detect` commands work on real KITTI frames."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from pcseg.errors import BadInputError, UsageError
+from pcseg.models import build
+from pcseg.models.detector import gaussian_radius, heatmap_focal_loss
+
+TINY = dict(channels=[4, 8, 8, 8], bev_channels=8, point_range=[0, -12.8, -3, 25.6, 12.8, 1],
+            voxel_size=[0.2, 0.2, 0.4])
+KITTI = "kitti/training"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the test machine's cores are shared, and oversubscribed threads are much slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return build("focals-centerpoint", **{**TINY, **kw})
+
+
+def scene_boxes():
+    boxes = torch.tensor([[10.3, 2.1, -0.9, 3.9, 1.6, 1.5, 0.3], [5.7, -4.4, -0.8, 0.8, 0.6, 1.7, -2.0],
+                          [18.1, 6.6, -1.0, 1.8, 0.6, 1.7, 3.0]])
+    return boxes, torch.tensor([0, 1, 2])
+
+
+def test_forward_shapes_on_real_frame(shared_data):
+    pts = np.fromfile(shared_data / KITTI / "velodyne" / "000008.bin", dtype=np.float32).reshape(-1, 4)
+    model = tiny().eval()
+    with torch.no_grad():
+        out = model([torch.from_numpy(pts)])
+    assert out["heatmap"].shape == (1, 3, 16, 16) and out["box"].shape == (1, 8, 16, 16)
+    assert len(out["focal"]) == 3 and out["focal"][0].importance.shape[1] == 27
+    assert out["focal"][1].out.stride == (2, 2, 2)
+    with torch.no_grad():
+        assert tiny(focal=False)([torch.from_numpy(pts)])["focal"] == []
+
+
+def test_config_round_trip_is_json():
+    model = tiny(top_ratio=0.5)
+    cfg = json.loads(json.dumps(model.config()))
+    again = build("focals-centerpoint", **cfg)
+    assert again.config() == model.config()
+    assert list(again.state_dict()) == list(model.state_dict())
+
+
+def test_bad_range_is_refused():
+    with pytest.raises(UsageError):
+        build("focals-centerpoint", point_range=[0, -10, -3, 25, 10, 1], voxel_size=[0.2, 0.2, 0.4])
+
+
+def test_default_is_the_kitti_range_and_voxel():
+    model = build("focals-centerpoint")
+    assert model.point_range == [0, -40, -3, 70.4, 40, 1] and model.voxel_size == [0.05, 0.05, 0.1]
+    assert model.map_size == (200, 176) and model.bev_height == 4
+
+
+def test_gaussian_radius_is_the_tightest_cornernet_case():
+    h, w, o = 5.0, 2.0, 0.1
+    r = float(gaussian_radius(torch.tensor(h), torch.tensor(w), o))
+    translated = lambda r: (h - r) * (w - r) / (2 * h * w - (h - r) * (w - r))
+    shrunk = lambda r: (h - 2 * r) * (w - 2 * r) / (h * w)
+    grown = lambda r: h * w / ((h + 2 * r) * (w + 2 * r))
+    ious = [translated(r), shrunk(r), grown(r)]
+    assert min(abs(v - o) for v in ious) < 1e-5          # the radius sits on one case's boundary...
+    assert all(v >= o - 1e-5 for v in ious)              # ...and no case is below the overlap there
+    assert min(translated(r * 1.01), shrunk(r * 1.01), grown(r * 1.01)) < o
+
+
+def test_targets_gaussians_and_perfect_prediction_decodes_to_the_boxes():
+    model = tiny().eval()
+    boxes, labels = scene_boxes()
+    t = model.targets([boxes], [labels])
+    heat = t["heatmap"][0]
+    cx, cy = model.cell_size
+    for b, c in zip(boxes, labels):
+        ix, iy = int((b[0] - model.point_range[0]) // cx), int((b[1] - model.point_range[1]) // cy)
+        assert heat[c, iy, ix] == 1.0
+        r = max(2, int(gaussian_radius(b[3] / cx, b[4] / cy)))
+        sigma = (2 * r + 1) / 6
+        assert math.isclose(float(heat[c, iy, ix + 1]), math.exp(-1 / (2 * sigma ** 2)), rel_tol=1e-5)
+        assert heat[c, iy, min(ix + r + 1, heat.shape[2] - 1)] == 0 or ix + r + 1 >= heat.shape[2]
+    assert int((heat == 1).sum()) == 3
+    # a network that predicts exactly the targets decodes to exactly the boxes
+    logits = torch.where(t["heatmap"] == 1, torch.tensor(8.0), torch.tensor(-8.0))
+    box_map = torch.zeros(1, 8, *model.map_size)
+    flat = box_map.view(1, 8, -1)
+    n = int(t["mask"].sum())
+    flat[0, :, t["index"][0, :n]] = t["box"][0, :n].t()
+    det = model.decode({"heatmap": logits, "box": box_map}, score_thresh=0.5)[0]
+    assert sorted(det.names) == ["Car", "Cyclist", "Pedestrian"]
+    for b, name in zip(boxes, ["Car", "Pedestrian", "Cyclist"]):
+        got = det.boxes[det.names.index(name)]
+        np.testing.assert_allclose(got[:6], b[:6].numpy(), rtol=1e-5, atol=1e-4)
+        assert abs(math.remainder(got[6] - float(b[6]), 2 * math.pi)) < 1e-4
+
+
+def test_heatmap_focal_loss_matches_direct_formula():
+    torch.manual_seed(1)
+    logits = torch.randn(1, 2, 4, 5)
+    target = torch.rand(1, 2, 4, 5) * 0.9
+    target[0, 0, 1, 2] = target[0, 1, 3, 4] = 1.0
+    total, pos = 0.0, 0
+    for p, y in zip(torch.sigmoid(logits).flatten().tolist(), target.flatten().tolist()):
+        p = min(max(p, 1e-4), 1 - 1e-4)
+        if y == 1:
+            total += -math.log(p) * (1 - p) ** 2
+            pos += 1
+        else:
+            total += -math.log(1 - p) * p ** 2 * (1 - y) ** 4
+    assert math.isclose(float(heatmap_focal_loss(logits, target)), total / pos, rel_tol=1e-5)
+
+
+def test_loss_terms_and_training_reduces_loss(shared_data):
+    from pcseg.data.detection import KittiFrame
+
+    f = KittiFrame.load(shared_data / KITTI, "000008", fov_only=True)
+    model = tiny().train()
+    pts = [torch.from_numpy(f.points)]
+    boxes = [torch.from_numpy(f.boxes).float()]
+    labels = [torch.tensor([0 if n == "Car" else -1 for n in f.names])]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(12):
+        losses = model.loss(model(pts), boxes, labels)
+        assert set(losses) == {"heatmap", "box", "importance", "total"}
+        first = first if first is not None else {k: float(v.detach()) for k, v in losses.items()}
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+    last = {k: float(v.detach()) for k, v in losses.items()}
+    assert all(last[k] < first[k] for k in first) and last["heatmap"] < 0.6 * first["heatmap"]
+    # the importance branch learnt something: voxels in car boxes score higher than the others
+    with torch.no_grad():
+        res = model(pts)["focal"][0]
+    from pcseg.nn.focal import points_in_boxes_torch, voxel_centers
+
+    inside = points_in_boxes_torch(voxel_centers(res.x, model.point_range, model.voxel_size), boxes[0])
+    centre = res.importance[:, 13]
+    assert inside.any() and centre[inside].mean() > centre[~inside].mean()
+
+
+# --------------------------------------------------------------------------------------------- commands
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from pcseg.models.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, tiny(), {"model": "focals-centerpoint", "task": "detect"})
+    return path
+
+
+def app():
+    from pcseg.cli.detect_cmds import register
+
+    a = typer.Typer()
+    register(a)
+    return a
+
+
+def test_checkpoint_round_trip(checkpoint, shared_data):
+    from pcseg.engine.detect import load_detector
+
+    model, card = load_detector(str(checkpoint))
+    ref = tiny().eval()
+    pts = torch.from_numpy(np.fromfile(shared_data / KITTI / "velodyne" / "000001.bin", np.float32).reshape(-1, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(model([pts])["heatmap"], ref([pts])["heatmap"])
+    assert card["task"] == "detect"
+
+
+def test_detect_command_formats(checkpoint, shared_data, tmp_path):
+    frame = str(shared_data / KITTI / "velodyne" / "000001.bin")
+    calib = str(shared_data / KITTI / "calib" / "000001.txt")
+    runner = CliRunner()
+    r = runner.invoke(app(), ["detect", frame, "--model", str(checkpoint), "--score-thresh", "0.0"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("# frame: lidar")
+    lines = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")]
+    assert lines and all(len(ln.split()) == 16 for ln in lines)
+    out = tmp_path / "cam.txt"
+    r = runner.invoke(app(), ["detect", frame, "-m", str(checkpoint), "--calib", calib, "-o", str(out),
+                              "--score-thresh", "0.0"])
+    assert r.exit_code == 0, r.output
+    cam = [ln.split() for ln in out.read_text().splitlines()]
+    assert not out.read_text().startswith("#") and len(cam) <= len(lines)
+    assert all(float(c[13]) > 0 for c in cam)          # in front of the camera (location z = depth)
+    r = runner.invoke(app(), ["detect", frame, "-m", str(checkpoint), "-f", "json", "--score-thresh", "0.0"])
+    data = json.loads(r.stdout)
+    assert data["frame"] == "000001" and len(data["boxes"]) == len(lines)
+    ply = tmp_path / "boxes.ply"
+    r = runner.invoke(app(), ["detect", frame, "-m", str(checkpoint), "-f", "ply", "-o", str(ply),
+                              "--score-thresh", "0.0"])
+    assert r.exit_code == 0, r.output
+    from plyfile import PlyData
+
+    v = PlyData.read(str(ply))["vertex"]
+    assert len(v["x"]) == 0 + len(np.fromfile(frame, np.float32)) // 4 and v["box_id"].max() < len(lines)
+    # stdin
+    with open(frame, "rb") as fh:
+        r = runner.invoke(app(), ["detect", "-", "-m", str(checkpoint), "--score-thresh", "0.0"], input=fh.read())
+    assert r.exit_code == 0 and len([ln for ln in r.stdout.splitlines() if not ln.startswith("#")]) == len(lines)
+
+
+def test_detect_command_errors(checkpoint, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app(), ["detect", str(tmp_path / "nope.bin"), "-m", str(checkpoint)])
+    assert isinstance(r.exception, BadInputError)
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x00" * 10)
+    r = runner.invoke(app(), ["detect", str(bad), "-m", str(checkpoint)])
+    assert isinstance(r.exception, BadInputError) and "multiple" in str(r.exception)
+    r = runner.invoke(app(), ["detect", str(bad), "-m", str(checkpoint), "-f", "xml"])
+    assert isinstance(r.exception, UsageError)
+    r = runner.invoke(app(), ["detect", str(bad), "-m", "no-such-model"])
+    assert isinstance(r.exception, (UsageError, BadInputError))
+
+
+def test_eval_detect_perfect_predictions(shared_data, tmp_path):
+    import shutil
+
+    for fid in ("000000", "000008"):
+        shutil.copy(shared_data / KITTI / "label_2" / f"{fid}.txt", tmp_path / f"{fid}.txt")
+        text = (tmp_path / f"{fid}.txt").read_text().splitlines()
+        (tmp_path / f"{fid}.txt").write_text("".join(ln + " 0.9\n" for ln in text))
+    r = CliRunner().invoke(app(), ["eval-detect", "--pred", str(tmp_path), "--truth", str(shared_data / KITTI / "label_2"),
+                                   "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["classes"]["Car"]["3d"]["R40"]["moderate"] == pytest.approx(100.0)
+
+
+def test_train_detect_runs_and_resumes(shared_data, tmp_path):
+    from pcseg.cli.detect_cmds import train_detect
+
+    run = tmp_path / "run"
+    opts = [f"model_options.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    train_detect(opts + ["synthetic_steps=1", "batch_size=1", "log_every=1", "val_every=2", "checkpoint_every=1"],
+                 data=[str(shared_data / KITTI)], max_steps=1, run_dir=run, quiet=True)
+    recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in recs if "phase" in r] == ["synthetic", "kitti"]
+    assert any("val" in r for r in recs) and (run / "last.safetensors").is_file() and (run / "best.safetensors").is_file()
+    with pytest.raises(UsageError):
+        train_detect(opts, data=[str(shared_data / KITTI)], max_steps=1, run_dir=run, quiet=True)
+    train_detect([], max_steps=2, run_dir=run, resume=True, quiet=True)     # settings come from the run
+    recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "phase" in r] == [1, 2, 3]
+
+
+def test_detect_folder_then_eval_detect_in_lidar_frame(checkpoint, shared_data, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for fid in ("000006", "000007"):
+        (frames / f"{fid}.bin").symlink_to(shared_data / KITTI / "velodyne" / f"{fid}.bin")
+    out = tmp_path / "pred"
+    runner = CliRunner()
+    r = runner.invoke(app(), ["detect", str(frames), "-m", str(checkpoint), "-o", str(out), "--score-thresh", "0.0"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["000006.txt", "000007.txt"]
+    r = runner.invoke(app(), ["eval-detect", "--pred", str(out), "--truth", str(shared_data / KITTI / "label_2"),
+                              "--calib", str(shared_data / KITTI / "calib"), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["frames"] == 2 and res["classes"]["Car"]["num_gt"]["hard"] > 0
