@@ -103,3 +103,25 @@ def test_metrics_hand_computed():
 def test_metrics_absent_class_left_out():
     s = scores(confusion_matrix(np.array([0, 1]), np.array([0, 1]), 3))
     assert s["iou"]["2"] is None and s["miou"] == 1.0
+
+
+def test_header_length_bytes_that_look_like_pickle_or_zip_are_fine(tmp_path):
+    """The safetensors header length's low byte can be 0x80 (pickle protocol marker) or 'PK' (zip)."""
+    import json
+    import struct
+
+    for low in (b"\x80", b"PK"):
+        path = tmp_path / "m.safetensors"
+        save_checkpoint(path, _Tiny(3, 2), {"model": "test-tiny"})
+        data = path.read_bytes()
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + n])
+        target = int.from_bytes(low + b"\x10", "little") if len(low) == 1 else int.from_bytes(low + b"\x00", "little")
+        while target < n:
+            target += 0x10000
+        header["__metadata__"]["pad"] = "x" * (target - n - len(',"pad":""'))
+        body = json.dumps(header, separators=(",", ":")).encode()
+        assert len(body) == target, (len(body), target)
+        path.write_bytes(struct.pack("<Q", len(body)) + body + data[8 + n:])
+        assert path.read_bytes()[:len(low)] == low
+        assert load_checkpoint(path).card["model"] == "test-tiny"

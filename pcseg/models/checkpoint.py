@@ -68,10 +68,12 @@ def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BadInputError("no such checkpoint file", path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise BadInputError("this is a pickled PyTorch checkpoint; pcseg refuses to load pickles because loading "
-                            "them can run arbitrary code (convert it to safetensors with the tool that made it)", path)
+    # safetensors: 8-byte little-endian header length, then the JSON header. Test that first: the length's low
+    # byte may be anything, including a pickle's 0x80 or a zip's "PK".
     if len(head) < 9 or head[8:9] != b"{":
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise BadInputError("this is a pickled PyTorch checkpoint; pcseg refuses to load pickles because "
+                                "loading them can run arbitrary code (convert it to safetensors first)", path)
         raise BadInputError("not a pcseg checkpoint (expected a safetensors file)", path)
     n = struct.unpack("<Q", head[:8])[0]
     with open(path, "rb") as f:
