@@ -20,13 +20,7 @@ TINY = dict(channels=[4, 8, 8, 8], bev_channels=8, point_range=[0, -12.8, -3, 25
 KITTI = "kitti/training"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared, and oversubscribed threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw):

@@ -17,13 +17,7 @@ from pcseg.nn.sparse import SparseConv3d, SparseTensor, SubMConv3d, kernel_offse
 from test_sparse_conv import random_sparse
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared, and oversubscribed threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sorted_by_key(x: SparseTensor) -> SparseTensor:

@@ -11,13 +11,7 @@ from pcseg.nn.sparse import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared, and oversubscribed threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_sparse(rng: np.random.Generator, shape=(5, 6, 7), batch=2, density=0.2, channels=3) -> SparseTensor:
