@@ -1,7 +1,6 @@
 """Checkpoints round-trip without pickles; metrics match hand-computed values."""
 from __future__ import annotations
 
-import io
 import pickle
 
 import numpy as np

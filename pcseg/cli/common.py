@@ -1,6 +1,7 @@
 """Option helpers shared by commands: format resolution for stdin/stdout and input protection."""
 from __future__ import annotations
 
+import json
 import os
 
 from ..errors import UsageError
@@ -32,3 +33,23 @@ def check_not_input(inputs: list[str], output: str, force: bool) -> None:
     for src in inputs:
         if same_file(src, output) and not force:
             raise UsageError(f"output {output} is the input file; pcseg will not overwrite it (pass --force to do so)")
+
+
+def parse_key_values(pairs: list[str]) -> dict:
+    """``key=value`` command-line settings (``--option``, training overrides); values parsed as JSON when they can be (numbers, lists, true/false)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"settings are key=value, got {pair!r}")
+        key = key.strip().replace("-", "_")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if "." in key:  # model_options.width=18
+            outer, inner = key.split(".", 1)
+            out.setdefault(outer, {})[inner] = parsed
+        else:
+            out[key] = parsed
+    return out

@@ -171,7 +171,7 @@ def train_detect(overrides: list[str], config: str | None = None, data: list[str
     (default 004139), ``key=value`` overrides of :class:`pcseg.engine.detect.DetectTrainConfig`
     (``synthetic_steps=200 steps=2000 model_options.focal=false`` ...). ``--max-steps`` caps the KITTI steps."""
     from ..engine.detect import DetectTrainConfig, saved_config, train_detector
-    from ..engine.train import parse_overrides
+    from .common import parse_key_values
 
     if config is not None:
         raise UsageError("detection training has no presets; use key=value settings")
@@ -179,7 +179,7 @@ def train_detect(overrides: list[str], config: str | None = None, data: list[str
         raise UsageError("detection training counts steps: use steps=N or --max-steps")
     if data and len(data) > 1:
         raise UsageError("--data takes one KITTI training/ folder for detection")
-    extra = parse_overrides(overrides or [])
+    extra = parse_key_values(overrides or [])
     if data:
         extra["kitti"] = data[0]
     if val:

@@ -8,22 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
+from .common import parse_key_values
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CLOUD = REPO_ROOT / "examples" / "ign_lidarhd_77060_627760.laz"
-
-
-def _parse_options(pairs: list[str]) -> dict:
-    opts = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--option takes key=value, got {pair!r}")
-        try:
-            opts[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            opts[key.strip().replace("-", "_")] = value
-    return opts
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         opts = {k: v for k, v in dict(deformable=deformable, width=width, groups=groups, reduction=reduction,
                                       assignment=assignment, pos_encoding=pos_encoding).items() if v is not None}
-        opts.update(_parse_options(option))
+        opts.update(parse_key_values(option))
         cloud_path = input or EXAMPLE_CLOUD
         if not cloud_path.exists():
             raise UsageError(f"no example cloud at {cloud_path}; pass --input FILE")

@@ -27,11 +27,10 @@ def _expand_inputs(inputs: list[str]) -> list[str]:
     return out
 
 
-def _default_output(src: str, out_dir: Optional[Path], suffix: str = "_seg") -> str:
+def _default_output(src: str, out_dir: Optional[Path]) -> str:
+    """<input>_seg.<ext> beside the input (or in --out-dir); an S3DIS room folder gives <room>_seg.ply."""
     base = Path(src)
-    name = base.name if base.is_dir() else base.stem + suffix + base.suffix
-    if base.is_dir():  # S3DIS room folder: write a PLY
-        name = base.name + suffix + ".ply"
+    name = base.name + "_seg.ply" if base.is_dir() else base.stem + "_seg" + base.suffix
     return str((out_dir or base.parent) / name)
 
 

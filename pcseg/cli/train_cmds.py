@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
+from .common import parse_key_values
 from .ui import err, note, show_progress
 
 
@@ -48,9 +49,9 @@ def register(app: typer.Typer) -> None:
                                 epochs=epochs, run_dir=run_dir, device=device, resume=resume, seed=seed, quiet=quiet)
         if task != "segment":
             raise UsageError("--task is segment or detect")
-        from ..engine.train import Trainer, TrainConfig, parse_overrides
+        from ..engine.train import Trainer, TrainConfig
 
-        extra = parse_overrides(overrides or [])
+        extra = parse_key_values(overrides or [])
         for key, value in (("data", list(data) or None), ("val", list(val) or None), ("label_field", label_field),
                            ("class_map", class_map), ("max_steps", max_steps), ("epochs", epochs),
                            ("seed", seed)):

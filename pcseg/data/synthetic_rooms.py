@@ -181,13 +181,8 @@ def generate_room(
     raise RuntimeError("could not place all 13 classes in 50 layouts (room too small or density too low)")
 
 
-def _generate_room(
-    rng: np.random.Generator,
-    density: float = 800.0,
-    noise: float = 0.004,
-    n_scanners: int | None = None,
-    size: tuple[float, float, float] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _generate_room(rng: np.random.Generator, density: float, noise: float, n_scanners: int | None,
+                   size: tuple[float, float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if size is None:
         size = (rng.uniform(4.0, 8.0), rng.uniform(3.5, 6.0), rng.uniform(2.7, 3.3))
     length, width, height = (float(v) for v in size)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BadInputError, UsageError
+from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import time
@@ -29,12 +28,10 @@ from ..data.datasets import check_disjoint, resolve_data
 from ..data.spheres import SphereSampler, calibrated_spec, prepare_clouds, suggest_point_budget
 from ..errors import UsageError
 from ..models import build, count_params
-from ..models.checkpoint import Checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from ..models.checkpoint import load_checkpoint, load_state, save_checkpoint, save_state
 from .infer import vote_logits
 from .metrics import confusion_matrix, scores
 from .presets import PRESETS
-
-log = logging.getLogger(__name__)
 
 AUGMENTATIONS = {
     "sala-s3dis": Augmentation.sala_s3dis,
@@ -122,26 +119,6 @@ def _load_toml(path: str) -> dict:
     return values
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``key=value`` strings; values parsed as JSON when they can be (numbers, lists, true/false)."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"overrides are key=value, got {pair!r}")
-        key = key.strip().replace("-", "_")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        if "." in key:  # model_options.width=18
-            outer, inner = key.split(".", 1)
-            out.setdefault(outer, {})[inner] = parsed
-        else:
-            out[key] = parsed
-    return out
-
-
 # --- distributed ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -172,7 +149,7 @@ def init_distributed(device: str) -> Dist:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False,
                  echo=None):
-        self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda msg: None)
         self.dist = init_distributed(cfg.device)
         device = cfg.device
@@ -375,8 +352,3 @@ class Trainer:
                 self.save(last_val)
         return {"steps": self.step, "seconds": time.perf_counter() - t_start, "validation": last_val,
                 "params": self.params, "run_dir": str(self.run_dir)}
-
-
-def trained_checkpoint(run_dir: str | Path, which: str = "best") -> Checkpoint:
-    path = Path(run_dir) / f"{which}.safetensors"
-    return load_checkpoint(path if path.exists() else Path(run_dir) / "last.safetensors")

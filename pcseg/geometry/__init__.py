@@ -1,11 +1,11 @@
 """Geometry on numpy arrays: grid subsampling, radius neighbours, sphere tiling."""
 from .neighbors import nearest_neighbor, neighborhood_sizes, radius_neighbors
-from .subsample import GridSubsample, cell_index, grid_subsample, group_by_cell, majority_vote
+from .subsample import GridSubsample, grid_subsample, group_by_cell, majority_vote
 from .cloud_ops import subsample_cloud
 from .tiling import class_balanced_weights, covering_centers, points_in_spheres, random_centers
 
 __all__ = [
-    "GridSubsample", "cell_index", "grid_subsample", "group_by_cell", "majority_vote",
+    "GridSubsample", "grid_subsample", "group_by_cell", "majority_vote",
     "radius_neighbors", "nearest_neighbor", "neighborhood_sizes",
     "covering_centers", "class_balanced_weights", "random_centers", "points_in_spheres", "subsample_cloud",
 ]

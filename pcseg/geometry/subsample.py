@@ -29,14 +29,6 @@ class GridSubsample:
     labels: np.ndarray | None = None
 
 
-def cell_index(xyz: np.ndarray, dl: float, origin: np.ndarray | None = None) -> np.ndarray:
-    """Integer grid cell (N, 3) of every point for cell size ``dl`` (cells aligned on ``origin`` or the minimum)."""
-    xyz = np.asarray(xyz, dtype=np.float64)
-    if origin is None:
-        origin = xyz.min(axis=0)
-    return np.floor((xyz - origin) / dl).astype(np.int64)
-
-
 def _pack(cells: np.ndarray) -> np.ndarray:
     """Pack non-negative (N, 3) int64 cells into one int64 key per point (order-preserving in x, y, z)."""
     dims = cells.max(axis=0) + 1

@@ -102,6 +102,8 @@ def read(path: str, format: str | None = None, columns: str | None = None, label
             if fmt not in ("las", "laz", "ply"):
                 with open(path, "rb") as f:
                     data = f.read()
+    if labels is not None and fmt != "bin":
+        raise UsageError("a separate labels file is only read with .bin scans (SemanticKITTI .label)")
     if fmt == "s3dis":
         from .s3dis import read_s3dis_room
 
@@ -130,8 +132,6 @@ def read(path: str, format: str | None = None, columns: str | None = None, label
         from .pcd import read_pcd
 
         cloud = read_pcd(data, label)
-    if labels is not None and fmt != "bin":
-        raise UsageError("a separate labels file is only read with .bin scans (SemanticKITTI .label)")
     cloud.meta.setdefault("source", label)
     return _check_cloud(cloud, label)
 

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from ..errors import UsageError
 from ..nn.focal import FocalSparseConv3d, importance_focal_loss, points_in_boxes_torch, voxel_centers
 from ..nn.sparse import (
-    SparseBatchNorm, SparseConv3d, SparseReLU, SparseSequential, SparseTensor, SubMConv3d, to_dense, voxelize,
+    SparseBatchNorm, SparseConv3d, SparseReLU, SparseSequential, SubMConv3d, to_dense, voxelize,
 )
 from .registry import register
 
