@@ -214,3 +214,32 @@ def test_calibrated_spec_is_cached_and_never_crashes(room, tmp_path, monkeypatch
         fb = calibrated_spec(sampler, DiskCache(tmp_path / "other"), n_spheres=10)
     assert "ZeroDivisionError" in caplog.text
     assert fb.neighbor_limits == [fallback_neighbor_limit(r, 0.04 * 2**l) for l, r in enumerate(fb.radii)]
+
+
+def test_batch_indices_point_back_into_the_cloud(room):
+    sampler = SphereSampler(room, _spec(0.04, 2), point_budget=3000, radius=0.6)
+    batch = sampler.sample_batch(np.random.default_rng(5))
+    idx, start = batch.extras["indices"], 0
+    assert len(idx) == batch.lengths[0].sum()
+    for b, n in enumerate(batch.lengths[0]):
+        cloud = room[batch.extras["clouds"][b]]
+        np.testing.assert_allclose(batch.points[0][start:start + n] + batch.extras["centers"][b],
+                                   cloud.points[idx[start:start + n]], atol=1e-4)
+        np.testing.assert_array_equal(batch.labels[start:start + n], cloud.labels[idx[start:start + n]])
+        start += n
+
+
+def test_isolated_points_never_make_a_sphere(tmp_path):
+    from pcseg.data.spheres import MIN_SPHERE_POINTS, PreparedCloud
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(0, 5, size=(500, 3))
+    lonely = np.array([[100.0, 100.0, 100.0]])  # labelled, 100 m from anything: a 1-point sphere
+    pts = np.vstack([dense, lonely])
+    labels = np.zeros(len(pts), dtype=np.int64)
+    labels[-1] = 1  # the only point of its class: class-balanced sampling draws it half the time
+    cloud = PreparedCloud(pts, np.ones((len(pts), 1), np.float32), labels, cKDTree(pts), "mem", ("one",), 0.1)
+    sampler = SphereSampler([cloud], _spec(0.1, 2), point_budget=200, radius=1.0, balance_classes=True)
+    sizes = [len(sampler.sample_sphere(np.random.default_rng(k)).points) for k in range(40)]
+    assert min(sizes) >= MIN_SPHERE_POINTS

@@ -51,15 +51,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--task is segment or detect")
         from ..engine.train import Trainer, TrainConfig
 
-        extra = parse_key_values(overrides or [])
-        for key, value in (("data", list(data) or None), ("val", list(val) or None), ("label_field", label_field),
-                           ("class_map", class_map), ("max_steps", max_steps), ("epochs", epochs),
-                           ("seed", seed)):
-            if value is not None:
-                extra[key] = value
+        extra = training_overrides(overrides, data=data, val=val, label_field=label_field, class_map=class_map,
+                                   max_steps=max_steps, epochs=epochs, seed=seed, device=device)
         if features:
             extra["features"] = [c.strip() for c in features.split(",") if c.strip()]
-        extra["device"] = device
         if resume and config is None and not data:
             # the run directory remembers its configuration
             from ..models.checkpoint import load_state
@@ -73,25 +68,43 @@ def register(app: typer.Typer) -> None:
         note(f"{cfg.model} {trainer.params:,} parameters; {sum(len(c) for c in trainer.train_clouds):,} training "
              f"points at dl0 {cfg.dl0}; batches of ~{trainer.sampler.point_budget:,} points; neighbour limits "
              f"{trainer.spec.neighbor_limits}; {trainer.total_steps()} steps", quiet)
-        if show_progress(quiet):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.2f} lr {task.fields[lr]:.2e}"),
-                          TimeRemainingColumn(), console=err, transient=True) as bar:
-                task_id = bar.add_task("train", total=trainer.total_steps(), completed=trainer.step, loss=0.0, acc=0.0, lr=cfg.lr)
-                result = trainer.train(lambda step, total, loss, acc, lr: bar.update(
-                    task_id, completed=step, loss=loss, acc=acc if acc == acc else 0.0, lr=lr))
-        else:
-            result = trainer.train()
-        if trainer.dist.main:
-            v = result["validation"]
-            msg = f"{result['steps']} steps in {result['seconds']:.0f} s; checkpoints in {run_dir}"
-            if v.get("miou") is not None:
-                msg += f"; validation mIoU {100 * v['miou']:.1f}"
-            note(msg, quiet)
+        run_training(trainer, run_dir, quiet)
         if trainer.dist.world > 1:
             import torch.distributed as dist
 
             dist.barrier()
             dist.destroy_process_group()
+
+
+def run_training(trainer, run_dir: Path, quiet: bool, label: str = "training") -> dict:
+    """Run a Trainer (or Distiller) with a progress bar on a terminal; one summary line at the end."""
+    if show_progress(quiet):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.2f} lr {task.fields[lr]:.2e}"),
+                      TimeRemainingColumn(), console=err, transient=True) as bar:
+            task_id = bar.add_task(label, total=trainer.total_steps(), completed=trainer.step, loss=0.0, acc=0.0,
+                                   lr=trainer.cfg.lr)
+            result = trainer.train(lambda step, total, loss, acc, lr: bar.update(
+                task_id, completed=step, loss=loss, acc=acc if acc == acc else 0.0, lr=lr))
+    else:
+        result = trainer.train()
+    if trainer.dist.main:
+        v = result["validation"]
+        msg = f"{result['steps']} steps in {result['seconds']:.0f} s; checkpoints in {run_dir}"
+        if v.get("miou") is not None:
+            msg += f"; validation mIoU {100 * v['miou']:.1f}"
+        note(msg, quiet)
+    return result
+
+
+def training_overrides(pairs: list[str] | None, **options) -> dict:
+    """``key=value`` settings plus the command-line options that were given (None and empty lists are not)."""
+    extra = parse_key_values(pairs or [])
+    for key, value in options.items():
+        if isinstance(value, (list, tuple)):
+            value = list(value) or None
+        if value is not None:
+            extra[key] = value
+    return extra

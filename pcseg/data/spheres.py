@@ -114,15 +114,20 @@ def prepare_clouds(sources: Sequence[CloudSource | LabelledCloud], dl: float,
     return [prepare_cloud(s, dl, cache) for s in sources]
 
 
+MIN_SPHERE_POINTS = 16
+
+
 @dataclass
 class Sphere:
-    """One training sphere: points centred on ``center`` (float64), features, labels, its cloud's index."""
+    """One training sphere: points centred on ``center`` (float64), features, labels, its cloud's index and the
+    indices of its points in that cloud (what per-point caches, e.g. distillation's teacher outputs, look up)."""
 
     points: np.ndarray
     features: np.ndarray
     labels: np.ndarray
     center: np.ndarray
     cloud: int
+    indices: np.ndarray
 
 
 class SphereSampler:
@@ -185,7 +190,9 @@ class SphereSampler:
             cloud = self.clouds[ci]
             center = cloud.points[pi]
             idx = np.asarray(cloud.tree.query_ball_point(center, self.radius), dtype=np.int64)
-            if np.any(cloud.labels[idx] >= 0):
+            # A sphere around an isolated point would make a batch that batch norm cannot train on (a batch
+            # is cut at the point budget, so it may hold that sphere alone): redraw it like an unlabelled one.
+            if len(idx) >= MIN_SPHERE_POINTS and np.any(cloud.labels[idx] >= 0):
                 break
         if max_points is not None and len(idx) > max_points:
             d2 = np.sum((cloud.points[idx] - center) ** 2, axis=1)
@@ -195,7 +202,7 @@ class SphereSampler:
         feats = cloud.features[idx]
         if self.augmentation is not None:
             pts, feats = self.augmentation(pts, feats, rng, self.rgb_columns)
-        return Sphere(pts, np.asarray(feats, dtype=np.float32), cloud.labels[idx], center, ci)
+        return Sphere(pts, np.asarray(feats, dtype=np.float32), cloud.labels[idx], center, ci, idx)
 
     def sample_spheres(self, rng: np.random.Generator) -> list[Sphere]:
         """Spheres of one batch: as many as fit in the point budget (at least one)."""
@@ -211,12 +218,14 @@ class SphereSampler:
 
     def sample_batch(self, rng: np.random.Generator) -> StackedBatch:
         """One stacked batch (:func:`pcseg.data.batch.build_batch`); ``extras`` holds the sphere centres
-        (``centers``, (B, 3) float64, source frame) and cloud indices (``clouds``, (B,) int64)."""
+        (``centers``, (B, 3) float64, source frame), cloud indices (``clouds``, (B,) int64) and, per layer-0 point,
+        its index in its cloud (``indices``, (N_0,) int64)."""
         spheres = self.sample_spheres(rng)
         batch = build_batch([s.points for s in spheres], [s.features for s in spheres], self.spec,
                             [s.labels for s in spheres])
         batch.extras["centers"] = np.stack([s.center for s in spheres])
         batch.extras["clouds"] = np.array([s.cloud for s in spheres], dtype=np.int64)
+        batch.extras["indices"] = np.concatenate([s.indices for s in spheres])
         return batch
 
     def batches(self, n: int, seed: int | Sequence[int] = 0) -> Iterator[StackedBatch]:

@@ -70,6 +70,7 @@ class TrainConfig:
     max_steps: int | None = None
     spheres_per_batch: float = 10.0
     point_budget: int | None = None
+    neighbor_limits: list[int] | None = None  # fixed neighbour caps per layer instead of calibrated ones
     val_votes: int = 1
     val_every: int = 1
     log_every: int = 10
@@ -91,7 +92,9 @@ class TrainConfig:
                 values.update(_load_toml(name))
             else:
                 raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)} (or a .toml file)")
-        values.update(overrides or {})
+        for key, value in (overrides or {}).items():
+            # model_options.width=18 changes one option of the preset, not the whole dict
+            values[key] = {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -200,7 +203,14 @@ class Trainer:
                                 balance_classes=cfg.balance_classes, augmentation=aug())
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
         sampler.point_budget = int(budget)
-        self.spec = calibrated_spec(sampler, self.cache, seed=cfg.seed)
+        if cfg.neighbor_limits is not None:
+            limits = cfg.neighbor_limits
+            if (not isinstance(limits, list) or len(limits) != sampler.spec.num_layers
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in limits)):
+                raise UsageError(f"neighbor_limits must be {sampler.spec.num_layers} positive integers, not {limits!r}")
+            self.spec = dataclasses.replace(sampler.spec, neighbor_limits=list(limits))
+        else:
+            self.spec = calibrated_spec(sampler, self.cache, seed=cfg.seed)
         sampler.spec = self.spec
         self.sampler = sampler
         self.model = model.to(self.device)
@@ -208,6 +218,12 @@ class Trainer:
         base = [{"params": [p for p in model.parameters()], "lr": cfg.lr}]
         if hasattr(model, "parameter_groups"):
             base = model.parameter_groups(cfg.lr)
+        # Modules trained with the model but not part of it (distillation's projection heads): optimised,
+        # kept in the resume state, never in the checkpoint.
+        self.auxiliary = self._auxiliary_modules(model)
+        if self.auxiliary is not None:
+            self.auxiliary.to(self.device)
+            base.append({"params": list(self.auxiliary.parameters()), "lr": cfg.lr})
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(base, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "adamw":
@@ -224,6 +240,9 @@ class Trainer:
 
             self.ddp_model = DistributedDataParallel(self.model, device_ids=[self.device.index]
                                                      if self.device.type == "cuda" else None)
+
+    def _auxiliary_modules(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        return None
 
     def _class_weights(self) -> torch.Tensor | None:
         if self.cfg.class_weights is None:
@@ -258,6 +277,8 @@ class Trainer:
         state = {"step": self.step, "best_miou": self.best_miou, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                  "config": json.dumps(dataclasses.asdict(self.cfg))}
+        if self.auxiliary is not None:
+            state["auxiliary"] = self.auxiliary.state_dict()
         save_state(self.run_dir / "last.state.safetensors", state)
 
     def _resume(self) -> None:
@@ -267,6 +288,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if self.auxiliary is not None:
+            self.auxiliary.load_state_dict(state["auxiliary"])
         self.step, self.best_miou = int(state["step"]), float(state["best_miou"])
         self.echo(f"resumed from step {self.step}")
 
@@ -290,10 +313,23 @@ class Trainer:
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
 
+    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(loss, logits, {term name: value}) of one batch: cross-entropy + the deformable regularisation."""
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda"):
+            logits = self.ddp_model(batch)
+        logits = logits.float()
+        loss_ce = F.cross_entropy(logits, batch.labels, weight=self.class_weight, ignore_index=IGNORE)
+        loss, terms = loss_ce, {"loss_ce": loss_ce.item()}
+        if hasattr(self.model, "regularization_loss"):
+            reg = self.model.regularization_loss()
+            if reg is not None:
+                loss = loss + self.cfg.reg_weight * reg
+                terms["loss_reg"] = float(reg)
+        return loss, logits, terms
+
     def train(self, progress=None) -> dict:
         cfg, model = self.cfg, self.ddp_model
         total = self.total_steps()
-        use_amp = cfg.amp and self.device.type == "cuda"
         model.train()
         last_val: dict = {}
         t_start, window = time.perf_counter(), []
@@ -301,22 +337,14 @@ class Trainer:
             rng = np.random.default_rng((cfg.seed, self.dist.rank, self.step))
             batch = self.sampler.sample_batch(rng).to(self.device)
             t0 = time.perf_counter()
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(batch)
-            logits = logits.float()
-            loss_ce = F.cross_entropy(logits, batch.labels, weight=self.class_weight, ignore_index=IGNORE)
-            loss = loss_ce
-            reg = None
-            if hasattr(self.model, "regularization_loss"):
-                reg = self.model.regularization_loss()
-                if reg is not None:
-                    loss = loss + cfg.reg_weight * reg
+            loss, logits, terms = self.compute_loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate")
             loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                               cfg.grad_clip)
             self.optimizer.step()
             self.step += 1
             window.append(time.perf_counter() - t0)
@@ -326,11 +354,9 @@ class Trainer:
             if progress is not None:
                 progress(self.step, total, loss.item(), acc, self.optimizer.param_groups[0]["lr"])
             if self.step % cfg.log_every == 0 or self.step == total:
-                rec = {"step": self.step, "epoch": self.step / cfg.steps_per_epoch, "loss": loss.item(),
-                       "loss_ce": loss_ce.item(), "lr": self.optimizer.param_groups[0]["lr"], "acc": acc,
+                rec = {"step": self.step, "epoch": self.step / cfg.steps_per_epoch, "loss": loss.item(), **terms,
+                       "lr": self.optimizer.param_groups[0]["lr"], "acc": acc,
                        "points": int(batch.points[0].shape[0]), "step_seconds": float(np.median(window))}
-                if reg is not None:
-                    rec["loss_reg"] = float(reg)
                 self.log(rec)
                 window = []
             epoch_end = self.step % cfg.steps_per_epoch == 0

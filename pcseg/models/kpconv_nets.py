@@ -243,13 +243,18 @@ class KPFCNN(_KPNetwork):
         self.decoder = nn.ModuleList(decoder)
         self.head = nn.Sequential(UnaryBlock(channels, width), nn.Linear(width, num_classes))
 
-    def forward(self, batch: StackedBatch) -> torch.Tensor:
+    def features(self, batch: StackedBatch) -> torch.Tensor:
+        """(N_0, width) dense feature map of the layer-0 points: what the segmentation head reads (distillation
+        aligns teacher and student on it)."""
         batch = self._prepare(batch)
         x, skips = self.encoder(batch, batch.features)
         for unary, j in zip(self.decoder, reversed(range(NUM_LAYERS - 1))):
             # Nearest upsampling from layer j+1 to layer j, then the skip link of layer j.
             x = unary(torch.cat([x[batch.upsamples[j]], skips[j]], dim=1))
-        return self.head(x)
+        return x
+
+    def forward(self, batch: StackedBatch) -> torch.Tensor:
+        return self.head(self.features(batch))
 
 
 class KPCNN(_KPNetwork):

@@ -141,6 +141,10 @@ class SALANet(nn.Module):
         return dict(self._config, neighbor_limits=list(self._config["neighbor_limits"]))
 
     def forward(self, batch: StackedBatch) -> torch.Tensor:
+        return self.head(self.features(batch))
+
+    def features(self, batch: StackedBatch) -> torch.Tensor:
+        """(N_0, C/2) decoder output for the layer-0 points: the feature map the segmentation head reads."""
         if len(batch.points) < NUM_LEVELS:
             raise BadInputError(f"SALANet needs a {NUM_LEVELS}-level pyramid, the batch has {len(batch.points)}")
         if batch.features.shape[1] != self.in_features:
@@ -157,7 +161,7 @@ class SALANet(nn.Module):
             skips.append(x)
         for i, level in enumerate(range(NUM_LEVELS - 2, -1, -1)):
             x = self.up[i](torch.cat([x[batch.upsamples[level]], skips[level]], dim=1))
-        return self.head(x)
+        return x
 
 
 def _check_options(num_classes, in_features, width, groups, reduction, assignment, pos_encoding, dl0, radius,
