@@ -13,13 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pcseg.data.classmaps import load_class_map
-from pcseg.engine.metrics import confusion_matrix, scores
-from pcseg.engine.segment import class_map_of
-from pcseg.engine.infer import segment_points
-from pcseg.io import read
+from pcseg.engine.quality import measure_quality
 from pcseg.models.checkpoint import load_checkpoint
 from pcseg.models.zoo import MODELS_DIR, write_card
 
@@ -44,32 +38,13 @@ def main() -> int:
     dest = MODELS_DIR / f"{args.name}.safetensors"
     shutil.copyfile(args.checkpoint, dest)
     ck = load_checkpoint(dest)
-    cmap = class_map_of(ck)
-    per_file, pooled = {}, np.zeros((cmap.num_classes, cmap.num_classes), dtype=np.int64)
-    for spec in args.eval:
-        path, field, map_name = (spec.split(":") + ["", ""])[:3]
-        cloud = read(path)
-        field = field or next(f for f in ("classification", "class", "label") if f in cloud.fields)
-        seg = segment_points(ck, cloud, votes=args.votes)
-        reader = load_class_map(map_name) if map_name else cmap
-        if reader.names != cmap.names:
-            raise SystemExit(f"class map {map_name} does not have the model's classes")
-        truth = reader.encode(cloud.fields[field])
-        cm = confusion_matrix(seg.labels, truth, cmap.num_classes)
-        pooled += cm
-        print(f"  evaluated {int((truth >= 0).sum()):,} labelled points of {len(cloud):,}", file=sys.stderr)
-        s = scores(cm, cmap.names)
-        per_file[Path(path).name] = {"miou": s["miou"], "oa": s["oa"], "iou": s["iou"], "points": s["points"],
-                                     "points_per_second": round(len(cloud) / seg.seconds, 1)}
-        print(f"{Path(path).name}: mIoU {s['miou']:.3f} OA {s['oa']:.3f}", file=sys.stderr)
-    pooled_s = scores(pooled, cmap.names)
+    quality = measure_quality(ck, args.eval, args.votes, echo=lambda m: print(m, file=sys.stderr))
     extra = {
         "task": "segment",
         "trained_on": [_short(p) for p in ck.card.get("trained_on", [])],
         "validated_on": [_short(p) for p in ck.card.get("validated_on", [])],
         "measured_on": [_short(s.split(":")[0]) for s in args.eval],
-        "quality": {"votes": args.votes, "pooled": {k: pooled_s[k] for k in ("miou", "oa", "macc", "iou")},
-                    "per_file": per_file},
+        "quality": quality,
         "note": args.note,
     }
     if args.trained_on_note:

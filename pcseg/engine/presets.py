@@ -44,6 +44,14 @@ PRESETS: dict[str, dict] = {
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "intensity", "z"],
         "dl0": 0.5, "sphere_radius": 25.0, "class_map": "asprs", "augmentation": "kpconv", **_KPCONV_OPT,
     },
+    "als-salanet-tiny": {
+        "source": "SALANet C=18, S=2 (SALA Table 2's 0.41 M-parameter width) with the airborne settings of "
+                  "als-kpfcnn and 12 neighbours per layer (instead of ~30 calibrated): the student of "
+                  "`pcseg distill --teacher kpconv-als`, an eighth of the teacher's parameters",
+        "model": "salanet", "model_options": {"width": 18, "groups": 2}, "features": ["one", "intensity", "z"],
+        "dl0": 0.5, "sphere_radius": 25.0, "class_map": "asprs", "augmentation": "kpconv",
+        "neighbor_limits": [12, 12, 12, 12, 12], **_KPCONV_OPT,
+    },
     "semantickitti-kpfcnn": {
         "source": "KPConv-PyTorch's SemanticKITTI setting (the paper predates the benchmark): dl0 6 cm, 4 m "
                   "spheres, features 1 + intensity; optimiser of KPConv supp. A",

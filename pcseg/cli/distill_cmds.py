@@ -1,0 +1,97 @@
+"""`pcseg distill`: SRKD knowledge distillation from a frozen teacher checkpoint into a small student."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UsageError
+from .common import check_not_input
+from .train_cmds import run_training, training_overrides
+from .ui import note
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def distill(
+        overrides: list[str] = typer.Argument(None, help="key=value settings (e.g. weights.cross=0 temperature=2 max_steps=2000)"),
+        teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="shipped model name or checkpoint file (frozen)"),
+        student: Optional[str] = typer.Option(None, "--student", "-s", help="student preset (als-salanet-tiny, ...) or TOML file"),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="student checkpoint to write (.safetensors added if missing)"),
+        data: list[str] = typer.Option([], "--data", "-d", help="training clouds: files, globs, folders (repeatable)"),
+        val: list[str] = typer.Option([], "--val", help="validation clouds; the comparison table is measured on them"),
+        label_field: Optional[str] = typer.Option(None, "--label-field", help="field holding the ground truth"),
+        baseline: Optional[str] = typer.Option(None, "--baseline", help="the same student trained alone (pcseg train), for the comparison table"),
+        votes: int = typer.Option(1, "--votes", help="votes when measuring the comparison table"),
+        teacher_cache: bool = typer.Option(False, "--teacher-cache", help="run the teacher once per training cloud instead of every step"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+        epochs: Optional[int] = typer.Option(None, "--epochs"),
+        run_dir: Path = typer.Option(Path("runs/distill"), "--run-dir", help="where metrics.jsonl and checkpoints go"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir exactly where it stopped"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        quiet: bool = typer.Option(False, "--quiet", "-q"),
+    ):
+        """Distill a large segmentation model into a small one (SRKD: KD + relation + channel + cross-sample losses)."""
+        from ..engine.distill import DistillConfig, Distiller
+
+        if teacher is None and not resume:
+            raise UsageError("pass --teacher: the model to distill (e.g. kpconv-als)")
+        if student is None and not resume:
+            raise UsageError("pass --student: a student preset (e.g. als-salanet-tiny) or a TOML file")
+        if output is None:
+            raise UsageError("pass -o/--output: where to write the distilled student")
+        if output.suffix != ".safetensors":
+            output = output.with_name(output.name + ".safetensors")
+        check_not_input([t for t in (teacher, baseline) if t], str(output), force=False)
+        extra = training_overrides(overrides, data=data, val=val, label_field=label_field, max_steps=max_steps,
+                                   epochs=epochs, seed=seed, device=device, teacher=teacher)
+        if teacher_cache:
+            extra["teacher_cache"] = True
+        if resume and student is None:
+            from ..models.checkpoint import load_state
+
+            saved = json.loads(load_state(run_dir / "last.state.safetensors")["config"])
+            cfg = DistillConfig.from_preset(None, {**saved, **extra})
+        else:
+            cfg = DistillConfig.from_preset(student, extra)
+        distiller = Distiller(cfg, run_dir, resume=resume, quiet=quiet, echo=lambda m: note(m, quiet))
+        note(f"teacher {cfg.teacher}: {distiller.teacher_params:,} parameters; student {cfg.model} "
+             f"{distiller.params:,} parameters ({distiller.teacher_params / distiller.params:.1f}x fewer); "
+             f"{distiller.total_steps()} steps", quiet)
+        run_training(distiller, run_dir, quiet, label="distilling")
+        written = finish(distiller, run_dir, output, baseline, votes, lambda m: note(m, quiet))
+        typer.echo(str(written))
+
+
+def finish(distiller, run_dir: Path, output: Path, baseline: str | None, votes: int, echo) -> Path:
+    """Copy the best (or last) student to ``output`` with a card that compares teacher, student alone and
+    distilled student on the validation files (quality and segmentation time)."""
+    from ..engine.quality import measure_quality
+    from ..models import zoo
+    from ..models.checkpoint import load_checkpoint, save_checkpoint
+
+    best = run_dir / "best.safetensors"
+    ck = load_checkpoint(best if best.exists() else run_dir / "last.safetensors")
+    card = dict(ck.card)
+    files = list(distiller.cfg.val)
+    if files:
+        table = {}
+        echo("measuring the teacher, the distilled student" + (" and the student alone" if baseline else "")
+             + f" on {len(files)} validation file(s)")
+        table["teacher"] = measure_quality(distiller.teacher, files, votes, echo)
+        if baseline:
+            table["student_alone"] = measure_quality(zoo.load(baseline), files, votes, echo)
+        table["distilled"] = measure_quality(ck, files, votes, echo)
+        card["comparison"] = {"measured_on": files, "votes": votes, **{
+            k: {"miou": v["pooled"]["miou"], "oa": v["pooled"]["oa"], "seconds": v["seconds"],
+                "per_file": {f: {"miou": r["miou"], "oa": r["oa"]} for f, r in v["per_file"].items()}}
+            for k, v in table.items()}}
+        card["speed_ratio"] = round(table["teacher"]["seconds"] / max(table["distilled"]["seconds"], 1e-9), 2)
+        for k, v in table.items():
+            echo(f"{k}: pooled mIoU {100 * (v['pooled']['miou'] or 0):.1f}, OA {100 * (v['pooled']['oa'] or 0):.1f}, "
+                 f"{v['seconds']:.2f} s")
+    save_checkpoint(output, ck.model, card)
+    return output
