@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from ..geometry import grid_subsample, nearest_neighbor, radius_neighbors
+from ..geometry import grid_subsample
+from ..geometry.neighbors import CloudForest
 
 
 @dataclass
@@ -101,14 +102,20 @@ def build_batch(
         layer_pts.append([grid_subsample(p, dl).points for p in layer_pts[-1]])
     stacked = [np.concatenate(ps, axis=0) for ps in layer_pts]
     lengths = [np.array([len(p) for p in ps], dtype=np.int64) for ps in layer_pts]
+    # One tree per layer serves its convolutions, the pooling into the next layer and the upsampling from the
+    # previous one. A layer-l point lies in a cell of layer l+1 whose barycentre is within the cell diagonal,
+    # sqrt(3) * dl, of it: 2 * dl bounds the upsampling search (with room for rounding).
+    upsample_within = [2.0 * spec.dl0 * 2 ** (layer + 1) for layer in range(spec.num_layers - 1)]
+    reach = max(list(spec.radii) + [spec.pool_radius(layer) for layer in range(spec.num_layers - 1)]
+                + upsample_within)
+    forests = [CloudForest(stacked[layer], lengths[layer], reach) for layer in range(spec.num_layers)]
     neighbors, pools, upsamples = [], [], []
-    for layer in range(spec.num_layers):
-        neighbors.append(radius_neighbors(stacked[layer], stacked[layer], spec.radii[layer], spec.limit(layer),
-                                          lengths[layer], lengths[layer]))
+    for layer, forest in enumerate(forests):
+        neighbors.append(forest.radius(stacked[layer], spec.radii[layer], spec.limit(layer), lengths[layer]))
         if layer + 1 < spec.num_layers:
-            pools.append(radius_neighbors(stacked[layer + 1], stacked[layer], spec.pool_radius(layer),
-                                          spec.limit(layer), lengths[layer + 1], lengths[layer]))
-            upsamples.append(nearest_neighbor(stacked[layer], stacked[layer + 1], lengths[layer], lengths[layer + 1]))
+            pools.append(forest.radius(stacked[layer + 1], spec.pool_radius(layer), spec.limit(layer),
+                                       lengths[layer + 1]))
+            upsamples.append(forests[layer + 1].nearest(stacked[layer], lengths[layer], upsample_within[layer]))
     feats = np.concatenate([np.asarray(f, dtype=np.float32).reshape(len(p), -1) for f, p in zip(features, points)])
     labs = None if labels is None else np.concatenate([np.asarray(l, dtype=np.int64).reshape(-1) for l in labels])
     return StackedBatch(
