@@ -62,26 +62,26 @@ def register(app: typer.Typer) -> None:
              f"{distiller.params:,} parameters ({distiller.teacher_params / distiller.params:.1f}x fewer); "
              f"{distiller.total_steps()} steps", quiet)
         run_training(distiller, run_dir, quiet, label="distilling")
-        written = finish(distiller, run_dir, output, baseline, votes, lambda m: note(m, quiet))
+        best = run_dir / "best.safetensors"
+        written = finish(distiller.teacher, list(distiller.cfg.val), best if best.exists() else run_dir / "last.safetensors",
+                         output, baseline, votes, lambda m: note(m, quiet))
         typer.echo(str(written))
 
 
-def finish(distiller, run_dir: Path, output: Path, baseline: str | None, votes: int, echo) -> Path:
-    """Copy the best (or last) student to ``output`` with a card that compares teacher, student alone and
+def finish(teacher, files: list[str], student: Path, output: Path, baseline: str | None, votes: int, echo) -> Path:
+    """Copy the ``student`` checkpoint to ``output`` with a card that compares teacher, student alone and
     distilled student on the validation files (quality and segmentation time)."""
     from ..engine.quality import measure_quality
     from ..models import zoo
     from ..models.checkpoint import load_checkpoint, save_checkpoint
 
-    best = run_dir / "best.safetensors"
-    ck = load_checkpoint(best if best.exists() else run_dir / "last.safetensors")
+    ck = load_checkpoint(student)
     card = dict(ck.card)
-    files = list(distiller.cfg.val)
     if files:
         table = {}
         echo("measuring the teacher, the distilled student" + (" and the student alone" if baseline else "")
              + f" on {len(files)} validation file(s)")
-        table["teacher"] = measure_quality(distiller.teacher, files, votes, echo)
+        table["teacher"] = measure_quality(teacher, files, votes, echo)
         if baseline:
             table["student_alone"] = measure_quality(zoo.load(baseline), files, votes, echo)
         table["distilled"] = measure_quality(ck, files, votes, echo)
