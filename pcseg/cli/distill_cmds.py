@@ -1,7 +1,6 @@
 """`pcseg distill`: SRKD knowledge distillation from a frozen teacher checkpoint into a small student."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from .common import check_not_input
-from .train_cmds import run_training, training_overrides
+from .train_cmds import load_config, run_training, training_overrides
 from .ui import note
 
 
@@ -50,13 +49,7 @@ def register(app: typer.Typer) -> None:
                                    epochs=epochs, seed=seed, device=device, teacher=teacher)
         if teacher_cache:
             extra["teacher_cache"] = True
-        if resume and student is None:
-            from ..models.checkpoint import load_state
-
-            saved = json.loads(load_state(run_dir / "last.state.safetensors")["config"])
-            cfg = DistillConfig.from_preset(None, {**saved, **extra})
-        else:
-            cfg = DistillConfig.from_preset(student, extra)
+        cfg = load_config(DistillConfig, student, extra, run_dir, resume and student is None)
         distiller = Distiller(cfg, run_dir, resume=resume, quiet=quiet, echo=lambda m: note(m, quiet))
         note(f"teacher {cfg.teacher}: {distiller.teacher_params:,} parameters; student {cfg.model} "
              f"{distiller.params:,} parameters ({distiller.teacher_params / distiller.params:.1f}x fewer); "

@@ -55,15 +55,7 @@ def register(app: typer.Typer) -> None:
                                    max_steps=max_steps, epochs=epochs, seed=seed, device=device)
         if features:
             extra["features"] = [c.strip() for c in features.split(",") if c.strip()]
-        if resume and config is None and not data:
-            # the run directory remembers its configuration
-            from ..models.checkpoint import load_state
-
-            saved = json.loads(load_state(run_dir / "last.state.safetensors")["config"])
-            # key=value overrides apply on top (e.g. a longer max_steps, less frequent validation)
-            cfg = TrainConfig.from_preset(None, {**saved, **extra})
-        else:
-            cfg = TrainConfig.from_preset(config, extra)
+        cfg = load_config(TrainConfig, config, extra, run_dir, resume and config is None and not data)
         trainer = Trainer(cfg, run_dir, resume=resume, quiet=quiet, echo=lambda m: note(m, quiet))
         note(f"{cfg.model} {trainer.params:,} parameters; {sum(len(c) for c in trainer.train_clouds):,} training "
              f"points at dl0 {cfg.dl0}; batches of ~{trainer.sampler.point_budget:,} points; neighbour limits "
@@ -108,3 +100,14 @@ def training_overrides(pairs: list[str] | None, **options) -> dict:
         if value is not None:
             extra[key] = value
     return extra
+
+
+def load_config(cls, preset: str | None, extra: dict, run_dir: Path, from_run_dir: bool):
+    """``cls`` (TrainConfig or DistillConfig) from a preset, or, when resuming without one, from the
+    configuration the run directory remembers; ``key=value`` overrides apply on top (e.g. a longer max_steps)."""
+    if from_run_dir:
+        from ..models.checkpoint import load_state
+
+        saved = json.loads(load_state(run_dir / "last.state.safetensors")["config"])
+        return cls.from_preset(None, {**saved, **extra})
+    return cls.from_preset(preset, extra)

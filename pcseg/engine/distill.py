@@ -20,6 +20,7 @@ teacher then sees each cloud without the batch's augmentation; the saving is one
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from torch import nn
 from ..data.batch import PyramidSpec, StackedBatch
 from ..data.classmaps import IGNORE, ClassMap, builtin_class_map
 from ..errors import UsageError
+from ..io.atomic import atomic_write
 from ..models import count_params, zoo
 from ..models.checkpoint import Checkpoint
 from . import srkd
@@ -111,7 +113,7 @@ class Distiller(Trainer):
         unknown = sorted(set(cfg.weights) - set(TERMS))
         if unknown:
             raise UsageError(f"unknown loss term {', '.join(unknown)}; terms: {', '.join(TERMS)}")
-        self.teacher = zoo.load(cfg.teacher, device=cfg.device if not cfg.device.startswith("cuda") else "cpu")
+        self.teacher = zoo.load(cfg.teacher)  # moved to the run's device once the Trainer has resolved it
         card = self.teacher.card
         if card.get("task", "segment") != "segment":
             raise UsageError(f"the teacher {cfg.teacher} is a {card.get('task')} model; distillation needs a "
@@ -139,7 +141,7 @@ class Distiller(Trainer):
             pass
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "teacher_classes.json"
-        path.write_text(__import__("json").dumps(classes))
+        atomic_write(path, lambda f: f.write(json.dumps(classes).encode()))
         return str(path)
 
     def _build_model(self) -> None:
