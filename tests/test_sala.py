@@ -129,6 +129,29 @@ def test_assignment_variants():
     assert none.mlp_sa is None and SALA(4, 4, assignment="none", pos_encoding=False).mlp_p is None
 
 
+@pytest.mark.parametrize("assignment,pos_encoding", [("soft", True), ("hard", True), ("none", False)])
+def test_training_gradients_match_the_direct_loop(shared_data, assignment, pos_encoding):
+    """The MAX path used in training (winners found without autograd, only they recomputed) gives the
+    gradients of autograd through the direct loop of Eq. 4-9, for the features and every parameter."""
+    torch.manual_seed(1)
+    layer = SALA(3, 5, groups=3, reduction="max", assignment=assignment, pos_encoding=pos_encoding).double()
+    for strided in (False, True):
+        q, s, nbs, f = real_inputs(shared_data, strided)
+        weights = torch.randn(len(q), 5, dtype=torch.float64)  # a loss that weighs every output differently
+        grads = []
+        for forward in (direct_sala, lambda lay, *a: lay(*a)):
+            layer.zero_grad()
+            f_req = f.clone().requires_grad_(True)
+            (forward(layer, q, s, nbs, f_req) * weights).sum().backward()
+            grads.append([f_req.grad] + [p.grad.clone() if p.grad is not None else None
+                                         for p in layer.parameters()])
+        for expected, got in zip(*grads):
+            if expected is None:
+                assert got is None or not got.any()
+            else:
+                torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("reduction", ["max", "sum"])
 def test_gradients_reach_every_parameter_and_stay_finite(reduction):
     torch.manual_seed(5)

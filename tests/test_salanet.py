@@ -11,7 +11,7 @@ from pcseg.data.batch import build_batch
 from pcseg.errors import BadInputError, UsageError
 from pcseg.geometry import grid_subsample
 from pcseg.models import build, count_params, entries
-from pcseg.models.salanet import neighbor_max_pool
+from pcseg.nn.gather import neighbor_max_pool
 
 S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
                  "bookcase", "board", "clutter"]
@@ -38,6 +38,25 @@ def test_strided_shortcut_max_pools_over_real_neighbours_only():
     neighbors = torch.tensor([[0, 1, 3], [2, 3, 3], [3, 3, 3]])  # shadow index 3
     expected = torch.tensor([[3.0, -2.0], [-4.0, -1.0], [0.0, 0.0]])
     assert torch.equal(neighbor_max_pool(features, neighbors), expected)
+    assert torch.equal(neighbor_max_pool(features.requires_grad_(True), neighbors), expected)  # training path
+
+
+def test_max_pool_gradient_goes_to_the_winning_neighbour():
+    """Gradient of the training path against a direct loop: each output picks one real neighbour row."""
+    torch.manual_seed(0)
+    features = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    neighbors = torch.randint(0, 41, (25, 7))  # 40 = shadow
+    neighbors[3] = 40  # a query with shadows only
+    upstream = torch.randn(25, 6, dtype=torch.float64)
+    (neighbor_max_pool(features, neighbors) * upstream).sum().backward()
+    expected = torch.zeros(40, 6, dtype=torch.float64)
+    for i in range(25):
+        for ch in range(6):
+            real = [int(j) for j in neighbors[i] if j < 40]
+            if real:
+                best = max(real, key=lambda j: features[j, ch].item())
+                expected[best, ch] += upstream[i, ch]
+    torch.testing.assert_close(features.grad, expected)
 
 
 def test_registered_as_a_segmentation_network():

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
+from ..nn.gather import gather_rows, neighbor_max_pool
 from ..nn.kpconv import KPConv
 from .registry import register
 
@@ -101,15 +102,8 @@ class BottleneckBlock(nn.Module):
         y = self.unary1(x)
         y = self.activation(self.norm(self.conv(queries, supports, neighbors, y)))
         y = self.unary2(y)
-        skip = _max_pool(x, neighbors) if self.strided else x
+        skip = neighbor_max_pool(x, neighbors) if self.strided else x
         return self.activation(y + self.shortcut(skip))
-
-
-def _max_pool(x: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
-    """Max of ``x`` over each row of ``neighbors`` (shadow index len(x) ignored; an all-shadow row gives 0)."""
-    padded = torch.cat([x, x.new_full((1, x.shape[1]), float("-inf"))], dim=0)
-    pooled = padded[neighbors].amax(dim=1)
-    return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))
 
 
 def _check_options(num_classes, in_features, width, dl0, kernel_size, sigma, rho) -> None:
@@ -250,7 +244,7 @@ class KPFCNN(_KPNetwork):
         x, skips = self.encoder(batch, batch.features)
         for unary, j in zip(self.decoder, reversed(range(NUM_LAYERS - 1))):
             # Nearest upsampling from layer j+1 to layer j, then the skip link of layer j.
-            x = unary(torch.cat([x[batch.upsamples[j]], skips[j]], dim=1))
+            x = unary(torch.cat([gather_rows(x, batch.upsamples[j]), skips[j]], dim=1))
         return x
 
     def forward(self, batch: StackedBatch) -> torch.Tensor:

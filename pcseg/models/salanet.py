@@ -31,6 +31,7 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
+from ..nn.gather import gather_rows, neighbor_max_pool
 from ..nn.sala import ASSIGNMENTS, REDUCTIONS, SALA
 from .registry import register
 
@@ -45,13 +46,6 @@ def unary(cin: int, cout: int, act: nn.Module | None) -> nn.Sequential:
     if act is not None:
         layers.append(act)
     return nn.Sequential(*layers)
-
-
-def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
-    """Channel-wise max of ``features`` (N, C) over each row of ``neighbors`` (M, H), shadow index N ignored."""
-    padded = torch.cat([features, features.new_full((1, features.shape[1]), float("-inf"))])  # shadow row
-    pooled = padded.index_select(0, neighbors.reshape(-1)).view(*neighbors.shape, -1).amax(dim=1)  # (M, C)
-    return pooled.masked_fill(~(neighbors < features.shape[0]).any(dim=1, keepdim=True), 0.0)
 
 
 class SALABlock(nn.Module):
@@ -160,7 +154,7 @@ class SALANet(nn.Module):
             x = self.blocks[level - 1](pts[level], pts[level], nbs[level], x)
             skips.append(x)
         for i, level in enumerate(range(NUM_LEVELS - 2, -1, -1)):
-            x = self.up[i](torch.cat([x[batch.upsamples[level]], skips[level]], dim=1))
+            x = self.up[i](torch.cat([gather_rows(x, batch.upsamples[level]), skips[level]], dim=1))
         return x
 
 

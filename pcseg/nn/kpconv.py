@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInputError, UsageError
+from .gather import gather_rows
 from .kernel_points import layer_kernel_points
 
 # Coordinate given to the shadow neighbour, in units of sigma: far beyond any kernel point, so h = 0 (Eq. 3).
@@ -102,7 +103,7 @@ class KPConv(nn.Module):
         y = self._relative_positions(query_points, support_points, neighbors)            # (M, H, 3)
         # Neighbour features with a zero row for the shadow neighbour: it adds nothing to Eq. 1.
         padded = torch.cat([features, features.new_zeros(1, features.shape[1])], dim=0)
-        neighbor_features = padded[neighbors]                                              # (M, H, in)
+        neighbor_features = gather_rows(padded, neighbors)                                 # (M, H, in)
         kernel = self.kernel_points / self.sigma                                           # (K, 3) in sigma units
         if self.deformable:
             shifts = self.offset_conv(query_points, support_points, neighbors, features) + self.offset_bias
@@ -121,7 +122,7 @@ class KPConv(nn.Module):
     def _relative_positions(self, query_points, support_points, neighbors):
         far = support_points.new_full((1, 3), _SHADOW_DISTANCE * self.sigma)
         padded = torch.cat([support_points, far], dim=0)
-        return (padded[neighbors] - query_points.unsqueeze(1)) / self.sigma
+        return (gather_rows(padded, neighbors) - query_points.unsqueeze(1)) / self.sigma
 
 
 def _squared_distances(kernel: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

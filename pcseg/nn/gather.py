@@ -1,0 +1,47 @@
+"""Neighbour gathers and max pools whose backward pass is cheap on a CPU.
+
+Every network here reads neighbour rows out of a feature matrix, ``features[neighbors]`` with ``neighbors`` an
+(M, H) index matrix. Two facts measured on this project's 2-core CPU (15k queries x 30 neighbours x 64 channels,
+torch 2.13) decide how:
+
+- Advanced indexing (``x[idx]``) differentiates into ``index_put_(accumulate=True)``, which took 16 ms on one
+  thread and 77 ms on two: it serialises, then fights the second thread. ``index_select`` differentiates into
+  ``index_add_``: 22 ms on one thread, 12 ms on two. :func:`gather_rows` is the second form; it was the largest
+  single reason the training step did not scale with threads.
+- A max over neighbours (``amax``) differentiates by comparing the whole (M, H, C) input with the broadcast
+  output, counting ties and dividing: several passes over the largest tensor of the layer. A max is a
+  selection, so :func:`neighbor_max_pool` finds the winners without autograd and gathers just them with
+  autograd: the backward is one ``index_add_`` of M x C values. The forward values are identical; the gradient
+  differs from ``amax``'s only on exact ties (``amax`` splits it, we give it to one winner), which is the
+  subgradient ``torch.max`` uses too.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for an integer ``index`` of any shape, through ``index_select`` (cheap, threaded backward)."""
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
+
+
+def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """Channel-wise max of ``features`` (N, C) over each row of ``neighbors`` (M, H); shadow index N ignored.
+
+    A query whose neighbours are all shadows gets 0.
+    """
+    n, c = features.shape
+    padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
+    if not (torch.is_grad_enabled() and features.requires_grad):
+        pooled = gather_rows(padded, neighbors).amax(dim=1)  # no backward: the plain reduction is ~10x faster
+        return pooled.masked_fill(pooled == float("-inf"), 0.0)
+    with torch.no_grad():
+        # max(dim) with indices: on CPU several times faster than argmax(dim) over the middle dimension.
+        winner = gather_rows(padded, neighbors).max(dim=1).indices                # (M, C) slot of the max
+        source = neighbors.gather(1, winner)                                       # (M, C) row of the max
+        empty = source >= n                                                        # all-shadow queries
+        source = source.masked_fill(empty, 0)
+    # features[source[i, c], c] for every (i, c): one flat gather, differentiable (index_add_ backward).
+    flat = (source * c + torch.arange(c, device=features.device)).reshape(-1)
+    pooled = features.reshape(-1).index_select(0, flat).view(-1, c)
+    return pooled.masked_fill(empty, 0.0)
