@@ -6,6 +6,10 @@ raw ids, ASPRS classification codes, ...) become training ids:
 
 * :meth:`ClassMap.encode` maps raw values to training ids; raw values listed as ignored, and raw values the
   map does not know, become :data:`IGNORE` (-1), which losses and metrics skip.
+* Partial labels: a raw value may stand for a *set* of classes (a file labelled ground / not ground only
+  says "not ground", i.e. any class but ground). :meth:`ClassMap.encode` writes such a value as
+  :func:`partial_label` of the set, a negative id below :data:`IGNORE` that carries the set as a bit mask;
+  the loss marginalises over the set (:func:`pcseg.nn.losses.partial_cross_entropy`), metrics skip it.
 * :meth:`ClassMap.decode` maps training ids back to one raw code per class (``raw_codes``), e.g. to write
   predictions back into a LAS ``classification``. Classes without a raw counterpart, and :data:`IGNORE`, are
   written as ``unlabelled_raw``.
@@ -36,6 +40,18 @@ Built-in maps (:func:`builtin_class_map`, names in :data:`BUILTIN_CLASS_MAPS`):
     points), and every other code (reserved or user-defined without a known meaning). ``decode`` writes each
     class's standard code, and ``other`` as 1 (unclassified: the network says "none of the named classes").
     Pass a JSON class map (``--class-map map.json``) for another class set.
+``als``
+    Airborne lidar, the classes a network can tell apart from geometry the way surveys define them: ground,
+    vegetation, building, water, bridge, other (ASPRS 3/4/5 all read as vegetation; the low / medium / high
+    split is a height rule applied after prediction, see :mod:`pcseg.geometry.ground`). Codes as ``asprs``
+    otherwise. ``decode`` writes vegetation as 5 (high vegetation) when no height split is applied.
+``als-ground``
+    The ``als`` classes for files labelled ground / not ground only (2 ground, 1 everything else, as lidR and
+    lasR examples and PDAL tests store them): code 1 becomes the partial label "any class but ground".
+``als-ahn3``
+    The ``als`` classes for AHN3 tiles, whose code 1 holds vegetation and unclassified objects together: code
+    1 becomes the partial label "vegetation or other"; 26 (AHN3's civil structures: bridges, viaducts) is
+    bridge.
 ``scannet20-to-s3dis``
     ScanNet-20 raw ids -> the 13 S3DIS classes, to train an S3DIS-class model on ScanNet rescans (see
     :data:`SCANNET20_TO_S3DIS`). ScanNet-20 has no ceiling, beam, column or board: those S3DIS classes get no
@@ -56,6 +72,29 @@ from ..errors import BadInputError, UsageError
 IGNORE = -1
 """Training id of ignored / unknown points (losses use ``ignore_index=-1``)."""
 
+MAX_PARTIAL_CLASSES = 60
+"""Partial labels carry their class set as a bit mask in an int64: at most this many classes."""
+
+
+def partial_label(class_ids) -> int:
+    """The training id of "one of ``class_ids``": ``-2 - mask`` with bit ``c`` of ``mask`` set for each class."""
+    mask = 0
+    for c in class_ids:
+        if not 0 <= int(c) < MAX_PARTIAL_CLASSES:
+            raise ValueError(f"partial labels cover class ids 0..{MAX_PARTIAL_CLASSES - 1}, not {c}")
+        mask |= 1 << int(c)
+    if mask == 0:
+        raise ValueError("a partial label needs at least one class")
+    return -2 - mask
+
+
+def partial_masks(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, C) bool: the classes each label allows. Full labels allow their class, partial labels their set,
+    :data:`IGNORE` allows nothing."""
+    labels = np.asarray(labels, dtype=np.int64)
+    bits = np.where(labels <= -2, -2 - labels, np.where(labels >= 0, np.left_shift(1, np.maximum(labels, 0)), 0))
+    return (np.right_shift(bits[:, None], np.arange(num_classes)) & 1).astype(bool)
+
 
 @dataclass(frozen=True)
 class ClassMap:
@@ -69,6 +108,7 @@ class ClassMap:
     raw_codes: for each class the raw code ``decode`` writes, or None when the class has no raw counterpart.
     unlabelled_raw: raw code written for :data:`IGNORE` and for classes without a raw code.
     raw_kind: what the raw values are ("ASPRS classification", "S3DIS id", ...), for messages and docs.
+    raw_to_set: raw label value -> several training ids: a partial label (:func:`partial_label`).
     """
 
     name: str
@@ -78,6 +118,7 @@ class ClassMap:
     raw_codes: tuple[int | None, ...]
     unlabelled_raw: int = 0
     raw_kind: str = "raw label"
+    raw_to_set: dict[int, tuple[int, ...]] = field(default_factory=dict)
     _lut: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -96,8 +137,18 @@ class ClassMap:
         object.__setattr__(self, "colors", tuple(tuple(int(v) for v in col) for col in self.colors))
         object.__setattr__(self, "raw_codes", tuple(None if r is None else int(r) for r in self.raw_codes))
         object.__setattr__(self, "raw_to_train", {int(k): int(v) for k, v in self.raw_to_train.items()})
-        keys = np.array(sorted(self.raw_to_train), dtype=np.int64)
-        values = np.array([self.raw_to_train[int(k)] for k in keys], dtype=np.int64)
+        sets = {int(k): tuple(sorted({int(c) for c in v})) for k, v in self.raw_to_set.items()}
+        c_max = len(self.names)
+        bad = {k: v for k, v in sets.items() if not v or any(not 0 <= c < c_max for c in v)}
+        if bad or (sets and c_max > MAX_PARTIAL_CLASSES):
+            raise ValueError(f"class map {self.name!r}: invalid partial label sets {bad}")
+        both = sorted(set(sets) & set(self.raw_to_train))
+        if both:
+            raise ValueError(f"class map {self.name!r}: raw values {both} are both full and partial labels")
+        object.__setattr__(self, "raw_to_set", sets)
+        table = {**self.raw_to_train, **{k: partial_label(v) for k, v in sets.items()}}
+        keys = np.array(sorted(table), dtype=np.int64)
+        values = np.array([table[int(k)] for k in keys], dtype=np.int64)
         object.__setattr__(self, "_lut", (keys, values))
 
     @property
@@ -152,6 +203,8 @@ class ClassMap:
             "raw_codes": list(self.raw_codes),
             "unlabelled_raw": self.unlabelled_raw,
             "raw_kind": self.raw_kind,
+            **({"raw_to_set": {str(k): list(v) for k, v in sorted(self.raw_to_set.items())}}
+               if self.raw_to_set else {}),
         }
 
     @classmethod
@@ -179,6 +232,7 @@ class ClassMap:
             raw_codes=tuple(raw_codes),
             unlabelled_raw=int(d.get("unlabelled_raw", 0)),
             raw_kind=str(d.get("raw_kind", "raw label")),
+            raw_to_set={int(k): tuple(int(c) for c in v) for k, v in d.get("raw_to_set", {}).items()},
         )
 
 
@@ -232,6 +286,15 @@ ASPRS_DEFAULT_CODES = {
     14: "other", 15: "other", 16: "other", 17: "bridge", 18: None,
     64: "other", 65: None, 66: None, 67: "other",   # IGN LiDAR HD's own codes
 }
+
+# The airborne classes a network can tell apart (issue: surveys derive low / medium / high vegetation from
+# height above ground, so the network learns one vegetation class): name, code written back, colour.
+ALS_CLASSES = (
+    ("ground", 2, (165, 124, 82)), ("vegetation", 5, (40, 150, 50)), ("building", 6, (220, 60, 50)),
+    ("water", 9, (60, 120, 220)), ("bridge", 17, (240, 200, 60)), ("other", 1, (150, 150, 150)),
+)
+ALS_CODES = {**{k: v for k, v in ASPRS_DEFAULT_CODES.items()},
+             3: "vegetation", 4: "vegetation", 5: "vegetation"}
 
 # ScanNet-20 -> S3DIS-13. None = ignored: no S3DIS counterpart that is not a guess (a cabinet is a bookcase
 # in some S3DIS rooms and clutter in others; a counter is a table or clutter; a curtain hangs over a window).
@@ -289,6 +352,26 @@ def _asprs() -> ClassMap:
                        [c[1] for c in ASPRS_CLASSES], 1, "ASPRS classification")
 
 
+def _als(name: str = "als", codes: dict | None = None, sets: dict | None = None) -> ClassMap:
+    names = [c[0] for c in ALS_CLASSES]
+    base = _from_names(name, names, [c[2] for c in ALS_CLASSES], ALS_CODES if codes is None else codes,
+                       [c[1] for c in ALS_CLASSES], 1, "ASPRS classification")
+    sets = {raw: tuple(names.index(n) for n in members) for raw, members in (sets or {}).items()}
+    raw_to_train = {k: v for k, v in base.raw_to_train.items() if k not in sets}
+    return ClassMap(base.name, base.names, base.colors, raw_to_train, base.raw_codes, base.unlabelled_raw,
+                    base.raw_kind, sets)
+
+
+def _als_ground() -> ClassMap:
+    names = [c[0] for c in ALS_CLASSES]
+    return _als("als-ground", {2: "ground"}, {1: [n for n in names if n != "ground"]})
+
+
+def _als_ahn3() -> ClassMap:
+    codes = {0: None, 2: "ground", 6: "building", 9: "water", 26: "bridge"}
+    return _als("als-ahn3", codes, {1: ["vegetation", "other"]})
+
+
 def _scannet20_to_s3dis() -> ClassMap:
     raw = {0: None, **{i + 1: SCANNET20_TO_S3DIS[n] for i, n in enumerate(SCANNET20_NAMES)}}
     # decode: the ScanNet-20 id of the class's first source (clutter -> otherfurniture 20); none for the rest
@@ -314,6 +397,7 @@ def _nyu40_to_s3dis() -> ClassMap:
 BUILTIN_CLASS_MAPS = {
     "s3dis": _s3dis, "scannet20": _scannet20, "semantickitti": _semantickitti,
     "semantickitti-train": _semantickitti_train, "asprs": _asprs,
+    "als": _als, "als-ground": _als_ground, "als-ahn3": _als_ahn3,
     "scannet20-to-s3dis": _scannet20_to_s3dis, "nyu40-to-s3dis": _nyu40_to_s3dis,
 }
 

@@ -25,6 +25,10 @@ any other cloud file         ``.ply``, ``.pcd``, ``.txt``, ``.npy`` ...         
                                                                                     ``label``
 a folder                     every cloud file in it (not recursive)
 a glob (``*``, ``?``, ``[``)   every match
+``MAP:...``                  any of the above read with the built-in class map MAP  (as above)     MAP
+                             (same class names as the run's): e.g.
+                             ``als-ground:forest/*.laz`` for files labelled ground /
+                             not ground only (partial labels)
 ===========================  ======================================================  =============  ==============
 
 With the ``nyu40-to-s3dis`` class map, ScanNet files default to their ``nyu40`` field. Labels the class map
@@ -293,7 +297,12 @@ def resolve_data(
     if not specs:
         raise UsageError("no data given")
     channels = parse_channels(channels)
-    items = [item for s in specs for item in _expand(str(s), role, s3dis_val_area)]
+    items, source_maps = [], []
+    for spec in specs:
+        name, rest = _source_class_map(str(spec))
+        expanded = _expand(rest, role, s3dis_val_area)
+        items += expanded
+        source_maps += [name] * len(expanded)
     if isinstance(class_map, (str, os.PathLike)):
         class_map = load_class_map(class_map)
     generic = [path for kind, path, *_ in items if kind == "generic"]
@@ -307,14 +316,25 @@ def resolve_data(
                              "(e.g. scannet20-to-s3dis to train S3DIS classes on S3DIS and ScanNet)")
         class_map = builtin_class_map(names[0])
     sources = []
-    for kind, path, options, files in items:
-        encoder = _encoder_for(kind, path, class_map)
+    for (kind, path, options, files), own_map in zip(items, source_maps):
+        encoder = _encoder_for(kind, path, class_map) if own_map is None else builtin_class_map(own_map)
+        if encoder.names != class_map.names:
+            raise UsageError(f"{path}: class map {own_map!r} has the classes {', '.join(encoder.names)}, the run "
+                             f"has {', '.join(class_map.names)}; choose a map with the run's classes")
         field_name = label_field or _default_label_field(kind, path, encoder)
         files = tuple(files) or ((path,) if kind != "synthetic" else ())
         if columns and kind == "generic" and os.path.splitext(path)[1].lower() in _COLUMN_FORMATS:
             options = {**options, "columns": columns}
         sources.append(CloudSource(kind, path, field_name, encoder, channels, files, options))
     return sources
+
+
+def _source_class_map(spec: str) -> tuple[str | None, str]:
+    """(built-in class map name or None, the rest) of a ``MAP:...`` data string."""
+    head, sep, rest = spec.partition(":")
+    if sep and head in BUILTIN_CLASS_MAPS and rest:
+        return head, rest
+    return None, spec
 
 
 def _encoder_for(kind: str, path: str, class_map: ClassMap) -> ClassMap:

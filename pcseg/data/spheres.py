@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 from ..errors import BadInputError
 from ..geometry import grid_subsample, neighborhood_sizes, radius_neighbors
 from .augment import Augmentation
+from .classmaps import IGNORE
 from .batch import PyramidSpec, StackedBatch, build_batch
 from .cache import DiskCache, stable_hash
 from .datasets import CloudSource, LabelledCloud
@@ -136,7 +137,9 @@ class SphereSampler:
     clouds: prepared clouds (same channels); spec: the network's pyramid (``spec.dl0`` should equal the
     clouds' ``dl``); point_budget: most layer-0 points per batch; radius: sphere radius (default
     ``50 * dl0``); balance_classes: draw centres class-balanced; augmentation: applied to each sphere (None:
-    no augmentation).
+    no augmentation); partial_share: when some points carry partial labels (a ground / not-ground file),
+    the share of sphere centres drawn among them (the others among fully labelled points), so that large
+    partially labelled files do not crowd out the fully labelled ones; None draws among all points alike.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class SphereSampler:
         radius: float | None = None,
         balance_classes: bool = False,
         augmentation: Augmentation | None = None,
+        partial_share: float | None = None,
     ):
         if not clouds:
             raise ValueError("the sampler needs at least one cloud")
@@ -166,6 +170,12 @@ class SphereSampler:
         self._offsets = np.concatenate([[0], np.cumsum(sizes)])
         labels = np.concatenate([c.labels for c in self.clouds])
         self.class_points = {int(k): np.flatnonzero(labels == k) for k in np.unique(labels) if k >= 0}
+        self.partial_share = partial_share
+        if partial_share is not None:
+            if not 0.0 <= partial_share <= 1.0:
+                raise ValueError("partial_share must lie in [0, 1]")
+            self._full = np.flatnonzero(labels >= 0)
+            self._partial = np.flatnonzero(labels <= -2)
         if not self.class_points:
             names = ", ".join(c.source for c in self.clouds[:3]) + (" ..." if len(self.clouds) > 3 else "")
             raise BadInputError(f"no training point has a label the class map knows (in {names}); check "
@@ -180,6 +190,9 @@ class SphereSampler:
             classes = sorted(self.class_points)
             members = self.class_points[classes[int(rng.integers(len(classes)))]]
             return self._locate(int(members[rng.integers(len(members))]))
+        if self.partial_share is not None and len(self._partial) and len(self._full):
+            pool = self._partial if rng.random() < self.partial_share else self._full
+            return self._locate(int(pool[rng.integers(len(pool))]))
         return self._locate(int(rng.integers(self._offsets[-1])))
 
     def sample_sphere(self, rng: np.random.Generator, max_points: int | None = None, max_tries: int = 20) -> Sphere:
@@ -192,7 +205,7 @@ class SphereSampler:
             idx = np.asarray(cloud.tree.query_ball_point(center, self.radius), dtype=np.int64)
             # A sphere around an isolated point would make a batch that batch norm cannot train on (a batch
             # is cut at the point budget, so it may hold that sphere alone): redraw it like an unlabelled one.
-            if len(idx) >= MIN_SPHERE_POINTS and np.any(cloud.labels[idx] >= 0):
+            if len(idx) >= MIN_SPHERE_POINTS and np.any(cloud.labels[idx] != IGNORE):
                 break
         if max_points is not None and len(idx) > max_points:
             d2 = np.sum((cloud.points[idx] - center) ** 2, axis=1)

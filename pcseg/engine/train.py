@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.augment import Augmentation
 from ..data.cache import DiskCache, default_cache_root
@@ -28,10 +27,12 @@ from ..data.datasets import check_disjoint, resolve_data
 from ..data.spheres import SphereSampler, calibrated_spec, prepare_clouds, suggest_point_budget
 from ..errors import UsageError
 from ..models import build, count_params
+from ..nn.losses import partial_cross_entropy
 from ..models.checkpoint import load_checkpoint, load_state, save_checkpoint, save_state
 from .infer import vote_logits
 from .metrics import confusion_matrix, scores
 from .presets import PRESETS
+from .vegetation import default_split
 
 AUGMENTATIONS = {
     "sala-s3dis": Augmentation.sala_s3dis,
@@ -57,6 +58,7 @@ class TrainConfig:
     label_field: str | None = None
     augmentation: str = "sala-s3dis"
     balance_classes: bool = False
+    partial_share: float | None = 0.25  # share of sphere centres on partially labelled points (None: uniform)
     class_weights: str | None = None  # None | "inverse-sqrt" (weights from training label frequencies)
     optimizer: str = "sgd"
     lr: float = 1e-2
@@ -200,7 +202,8 @@ class Trainer:
         if aug is None:
             raise UsageError(f"unknown augmentation {cfg.augmentation!r}; known: {', '.join(AUGMENTATIONS)}")
         sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
-                                balance_classes=cfg.balance_classes, augmentation=aug())
+                                balance_classes=cfg.balance_classes, augmentation=aug(),
+                                partial_share=cfg.partial_share)
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
         sampler.point_budget = int(budget)
         if cfg.neighbor_limits is not None:
@@ -265,6 +268,7 @@ class Trainer:
             "training": {"preset": cfg.preset, "source": cfg.source, "steps": self.step,
                          "config": dataclasses.asdict(cfg)},
             "metrics": metrics or {},
+            **({"vegetation_split": split} if (split := default_split(self.class_map.names)) else {}),
         }
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
@@ -318,7 +322,8 @@ class Trainer:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda"):
             logits = self.ddp_model(batch)
         logits = logits.float()
-        loss_ce = F.cross_entropy(logits, batch.labels, weight=self.class_weight, ignore_index=IGNORE)
+        # Cross-entropy; partial labels (a file labelled ground / not ground) by their marginal likelihood.
+        loss_ce = partial_cross_entropy(logits, batch.labels, weight=self.class_weight)
         loss, terms = loss_ce, {"loss_ce": loss_ce.item()}
         if hasattr(self.model, "regularization_loss"):
             reg = self.model.regularization_loss()
@@ -349,7 +354,7 @@ class Trainer:
             self.step += 1
             window.append(time.perf_counter() - t0)
             with torch.no_grad():
-                valid = batch.labels != IGNORE
+                valid = batch.labels >= 0
                 acc = (logits.argmax(1)[valid] == batch.labels[valid]).float().mean().item() if valid.any() else float("nan")
             if progress is not None:
                 progress(self.step, total, loss.item(), acc, self.optimizer.param_groups[0]["lr"])
