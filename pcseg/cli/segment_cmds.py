@@ -55,6 +55,11 @@ def _print_summary(s: dict) -> None:
     if "metrics" in s:
         m = s["metrics"]
         line += f"; mIoU {100 * m['miou']:.1f}, OA {100 * m['oa']:.1f}"
+    if "metrics_asprs" in s:
+        iou = s["metrics_asprs"]["iou"]
+        parts = ", ".join(f"{k} {'-' if iou.get(k) is None else f'{100 * iou[k]:.1f}'}"
+                          for k in ("low vegetation", "medium vegetation", "high vegetation"))
+        line += f"; ASPRS codes (vegetation split by height): {parts}"
     err.print(line)
 
 
@@ -70,6 +75,14 @@ def register(app: typer.Typer) -> None:
         proba: bool = typer.Option(False, "--proba", help="also write prob_<class> for every class"),
         as_classification: bool = typer.Option(False, "--as-classification",
                                                 help="write ASPRS codes into the LAS classification (ASPRS models)"),
+        vegetation_heights: Optional[str] = typer.Option(
+            None, "--vegetation-heights", metavar="LOW,MEDIUM",
+            help="airborne models: upper heights (m above the predicted ground) of low and medium vegetation "
+                 "(default from the model card: 0.5,1.5, the IGN LiDAR HD rule)"),
+        region_scale: Optional[float] = typer.Option(
+            None, "--region-scale", min=1.0,
+            help="inference regions this many times the training sphere radius (default: the model card's; larger "
+                 "regions send each point through the network fewer times)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
         no_write: bool = typer.Option(False, "--no-write", help="only report (with --eval); write no output"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
@@ -92,6 +105,14 @@ def register(app: typer.Typer) -> None:
 
         if votes < 1:
             raise UsageError("--votes must be at least 1")
+        heights = None
+        if vegetation_heights is not None:
+            try:
+                heights = tuple(float(v) for v in vegetation_heights.split(","))
+            except ValueError:
+                heights = ()
+            if len(heights) != 2:
+                raise UsageError(f"--vegetation-heights takes two numbers LOW,MEDIUM, not {vegetation_heights!r}")
         files = _expand_inputs(inputs)
         if output is not None and len(files) > 1:
             raise UsageError("-o names one output; with several inputs use --out-dir")
@@ -118,7 +139,8 @@ def register(app: typer.Typer) -> None:
                                        out_format(dest, format, out_fmt) if dest else None, votes=votes,
                                        device=device, confidence=confidence, with_proba=proba,
                                        as_classification=as_classification, eval_field=eval_field,
-                                       batch_points=batch_points, tile_points=tile_points, progress=advance)
+                                       batch_points=batch_points, tile_points=tile_points, progress=advance,
+                                       vegetation_heights=heights, region_scale=region_scale)
             for n in summary.pop("notes", []):
                 note(n, quiet or json_out)
             if json_out:

@@ -15,6 +15,15 @@ Channels (names accepted by ``--features``, in the order given):
     z coordinate, whose floors lie near 0). Computed before subsampling and augmentation, so rotation, scaling
     and sphere centring never change it. For airborne tiles it is height above the tile's lowest point (not
     above ground).
+``hag`` (2 columns)
+    Height above two label-free ground estimates (:func:`pcseg.geometry.ground.opening_surface`: lowest point
+    per 1 m cell, grey opening with a 10 m and a 40 m window), in units of 10 m, clipped to [-0.5, 6]. The
+    small window follows steep terrain (a 40 m cliff inside a 50 m Corsican tile) but takes the roofs of
+    houses wider than 10 m for ground; the large one keeps buildings up to 40 m wide above ground but cuts
+    ridges and fills valleys. The network reads both. Geometry only: it
+    reads x, y, z and nothing a sensor stores differently, and it follows hilly terrain where ``z`` (height
+    above the tile's lowest point) does not. It depends on the neighbourhood, so a cloud processed in pieces
+    computes it per piece with a margin of more than half the window (:func:`fill_local_features`).
 ``intensity`` (1 column)
     Return strength: floats already in [0, 1] (SemanticKITTI remission) are kept; anything else is divided
     by the cloud's 99th percentile and clipped to [0, 1], because sensors store intensity on very different
@@ -37,8 +46,14 @@ import numpy as np
 
 from ..errors import BadInputError, UsageError
 
-CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "intensity": 1}
+CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "hag": 2, "intensity": 1}
 """Number of columns of each channel."""
+
+LOCAL_CHANNELS = ("hag",)
+"""Channels computed from a point's neighbourhood (not from the point and whole-cloud statistics alone)."""
+
+HAG_CELL, HAG_WINDOWS, HAG_UNIT, HAG_RANGE = 1.0, (10.0, 40.0), 10.0, (-0.5, 6.0)
+"""``hag``: raster cell and opening windows (m), unit (m) and clipping range (in units)."""
 
 FEATURE_PRESETS = {
     "kpconv-geometry": ("one",),  # KPConv ModelNet40 / geometry only (§4.1)
@@ -46,6 +61,7 @@ FEATURE_PRESETS = {
     "sala-s3dis": ("one", "rgb", "z"),  # SALA supp. B.1: ZRGB1
     "sala-scannet": ("one", "rgb"),  # SALA supp. B.2: RGB1
     "lidar": ("one", "intensity"),  # SemanticKITTI / airborne lidar without colour
+    "als-geometry": ("one", "hag"),  # airborne lidar from any sensor: x, y, z only
 }
 """Paper input channels (the trainer's presets pick one; order within a preset is the column order)."""
 
@@ -132,17 +148,39 @@ class FeatureStats:
     intensity_scale: float = 1.0
 
 
+def height_above_ground_feature(xyz: np.ndarray) -> np.ndarray:
+    """(N, 2) float32 ``hag`` channel of a cloud (see the module docstring)."""
+    from ..geometry.ground import opening_surface
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if not len(xyz):
+        return np.zeros((0, len(HAG_WINDOWS)), np.float32)
+    h = np.stack([opening_surface(xyz, HAG_CELL, w).height(xyz) for w in HAG_WINDOWS], axis=1) / HAG_UNIT
+    return np.clip(h, *HAG_RANGE).astype(np.float32)
+
+
+def fill_local_features(features: np.ndarray, xyz: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """Compute the neighbourhood channels (:data:`LOCAL_CHANNELS`) of a piece of a cloud in place: the columns
+    :func:`make_features` left as NaN with ``local=False``. Returns ``features``."""
+    for c, cols in channel_slices(channels).items():
+        if c == "hag":
+            features[:, cols] = height_above_ground_feature(xyz)
+    return features
+
+
 def make_features(
     fields: Mapping[str, np.ndarray],
     xyz: np.ndarray,
     channels: Sequence[str],
     path: str | None = None,
     stats: FeatureStats | None = None,
+    local: bool = True,
 ) -> np.ndarray:
     """(N, F) float32 input features of a whole cloud for ``channels`` (see the module docstring).
 
     fields: per-point arrays by name (``PointCloud.fields``); xyz: (N, 3) coordinates; path: the source file,
-    named in errors; stats: whole-cloud statistics when ``xyz`` is only a piece of the cloud.
+    named in errors; stats: whole-cloud statistics when ``xyz`` is only a piece of the cloud; local=False
+    leaves the neighbourhood channels NaN, for :func:`fill_local_features` on a spatial piece with margin.
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     n = len(xyz)
@@ -150,6 +188,8 @@ def make_features(
     for c in parse_channels(channels):
         if c == "one":
             cols.append(np.ones((n, 1), np.float32))
+        elif c == "hag":
+            cols.append(height_above_ground_feature(xyz) if local else np.full((n, 2), np.nan, np.float32))
         elif c == "z":
             z_min = stats.z_min if stats is not None else (xyz[:, 2].min() if n else 0.0)
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.features import FeatureStats, make_features, parse_channels
+from ..data.features import FeatureStats, fill_local_features, make_features, parse_channels
 from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
@@ -56,16 +56,19 @@ def _stats_pass(path: str, channels: tuple[str, ...]):
 
 def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, new_fields, votes: int = 3,
                         device: str | torch.device = "cpu", batch_points: int = 60_000, tile_points: int = 3_000_000,
-                        want_proba: bool = False, truth=None, progress=None) -> dict:
+                        want_proba: bool = False, truth=None, progress=None, heights=None,
+                        region_scale: float | None = None) -> dict:
     """Segment a LAS/LAZ file tile by tile and write ``dest``.
 
-    ``new_fields(chunk, labels, proba) -> dict`` makes the output fields of a chunk; ``truth(chunk) -> training
-    ids`` (optional) adds a confusion matrix. Returns points, tiles, notes, class counts, confusion, seconds.
+    ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
+    training ids`` (optional) adds a confusion matrix; ``heights(xyz, labels) -> (N,)`` (optional) gives the
+    height above ground of a tile's points from its predictions (margin included), passed on as ``height``. Returns points, tiles, notes, class counts, confusion, seconds.
     """
     t0 = time.perf_counter()
     card, model = ck.card, ck.model
     channels = parse_channels(card["features"])
     dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
+    region_scale = region_scale or float(card.get("region_scale", 1.0))
     num_classes = len(card["classes"]["names"])
     spec = model.pyramid_spec
     if card.get("neighbor_limits"):
@@ -76,13 +79,13 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     area = max((hi[0] - lo[0]) * (hi[1] - lo[1]), 1e-9)
     size = max(math.sqrt(area * tile_points / max(n, 1)), radius)
     nx, ny = int(math.ceil((hi[0] - lo[0] + 1e-9) / size)), int(math.ceil((hi[1] - lo[1] + 1e-9) / size))
-    margin = radius + 2 * dl0
+    margin = region_scale * radius + 2 * dl0
     scratch = Path(tempfile.mkdtemp(prefix="pcseg-tiles-", dir=os.environ.get("TMPDIR")))
     try:
         f_dim = None
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
-            feats = make_features(c.fields, c.xyz, channels, src, stats)
+            feats = make_features(c.fields, c.xyz, channels, src, stats, local=False)
             f_dim = feats.shape[1]
             gx0 = np.floor((c.xyz[:, 0] - margin - lo[0]) / size).astype(int)
             gx1 = np.floor((c.xyz[:, 0] + margin - lo[0]) / size).astype(int)
@@ -105,9 +108,12 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         labels = np.lib.format.open_memmap(scratch / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
         proba = (np.lib.format.open_memmap(scratch / "proba.npy", mode="w+", dtype=np.float32, shape=(n, num_classes))
                  if want_proba else None)
+        height = (np.lib.format.open_memmap(scratch / "height.npy", mode="w+", dtype=np.float32, shape=(n,))
+                  if heights is not None else None)
         for (i, j) in sorted(handles):
             xyz = np.fromfile(scratch / f"{i}_{j}.xyz", dtype=np.float64).reshape(-1, 3)
             feats = np.fromfile(scratch / f"{i}_{j}.f", dtype=np.float32).reshape(-1, f_dim)
+            fill_local_features(feats, xyz, channels)  # e.g. height above ground: from the tile and its margin
             idx = np.fromfile(scratch / f"{i}_{j}.idx", dtype=np.int64)
             core = ((np.floor((xyz[:, 0] - lo[0]) / size).astype(int).clip(0, nx - 1) == i)
                     & (np.floor((xyz[:, 1] - lo[1]) / size).astype(int).clip(0, ny - 1) == j))
@@ -117,9 +123,11 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
             logits, _ = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, votes, device,
-                                    batch_points)
+                                    batch_points, region_scale=region_scale)
             pick = sub.inverse[core]
             labels[idx[core]] = logits.argmax(axis=1)[pick]
+            if height is not None:
+                height[idx[core]] = heights(xyz, logits.argmax(axis=1)[sub.inverse])[core]
             if proba is not None:
                 proba[idx[core]] = softmax(logits)[pick].astype(np.float32)
             if progress is not None:
@@ -138,7 +146,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
                     keep = t >= 0
                     confusion[:] += np.bincount(t[keep] * num_classes + lab[keep],
                                                 minlength=num_classes**2).reshape(num_classes, num_classes)
-                extra = new_fields(c, lab, None if proba is None else np.asarray(proba[sl]))
+                extra = new_fields(c, lab, None if proba is None else np.asarray(proba[sl]),
+                                   None if height is None else np.asarray(height[sl]))
                 chunk = c.with_fields(**extra)
                 if writer is None:
                     header, notes = output_header(chunk, {k: np.asarray(v).dtype for k, v in chunk.fields.items()}, dest)

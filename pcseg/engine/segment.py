@@ -12,6 +12,7 @@ from ..io import PointCloud, format_from_path, read, write
 from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
+from .vegetation import asprs_codes, height_above_predicted_ground
 
 
 def class_map_of(ck: Checkpoint) -> ClassMap:
@@ -23,9 +24,43 @@ def _free_name(cloud: PointCloud, name: str) -> str:
     return name if name not in cloud.fields else f"pred_{name}"
 
 
+def vegetation_split(ck: Checkpoint, heights: tuple[float, float] | None = None) -> dict | None:
+    """The model's vegetation height rule (card ``vegetation_split``), thresholds replaced by ``heights``."""
+    split = ck.card.get("vegetation_split")
+    if heights is not None:
+        if split is None:
+            raise UsageError(f"model {ck.name!r} predicts no single vegetation class to split by height; "
+                             "drop --vegetation-heights")
+        low, medium = (float(v) for v in heights)
+        if not 0 <= low <= medium:
+            raise UsageError(f"--vegetation-heights needs 0 <= LOW <= MEDIUM, got {low:g},{medium:g}")
+        split = {**split, "thresholds": [low, medium]}
+    return split
+
+
+def split_heights(ck: Checkpoint, split: dict | None, xyz: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Height above the predicted ground of every point, when the model splits vegetation by height."""
+    if split is None:
+        return None
+    cmap = class_map_of(ck)
+    return height_above_predicted_ground(xyz, labels, cmap.index(split["ground_class"]), float(split["cell"]))
+
+
+def asprs_prediction(ck: Checkpoint, labels: np.ndarray, height: np.ndarray | None, split: dict | None) -> np.ndarray:
+    """ASPRS codes of the predictions: the class map's codes, vegetation split by height when the model says so."""
+    cmap = class_map_of(ck)
+    codes = cmap.decode(labels)
+    if split is None or height is None:
+        return codes
+    return asprs_codes(labels, height, codes, cmap.index(split["vegetation_class"]), split["thresholds"],
+                       split["codes"])
+
+
 def prediction_fields(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, proba: np.ndarray | None,
-                      confidence: bool, with_proba: bool, as_classification: bool, fmt: str | None) -> dict:
-    """New per-point fields for the output; ``classification`` only with ``as_classification``."""
+                      confidence: bool, with_proba: bool, as_classification: bool, fmt: str | None,
+                      height: np.ndarray | None = None, split: dict | None = None) -> dict:
+    """New per-point fields for the output; ``classification`` only with ``as_classification``;
+    ``height_above_ground`` (float32, metres above the predicted ground) when the model splits vegetation."""
     cmap = class_map_of(ck)
     out = {}
     if as_classification:
@@ -33,10 +68,12 @@ def prediction_fields(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, pro
             raise UsageError("--as-classification writes into a LAS/LAZ 'classification'; the output is not LAS/LAZ")
         if "ASPRS" not in cmap.raw_kind:
             raise UsageError(f"model {ck.name!r} has no ASPRS class map ({cmap.raw_kind}); drop --as-classification")
-        out["classification"] = cmap.decode(labels).astype(np.uint8)
+        out["classification"] = asprs_prediction(ck, labels, height, split).astype(np.uint8)
     else:
         dtype = np.uint8 if cmap.num_classes <= 255 else np.uint16
         out[_free_name(cloud, "class")] = labels.astype(dtype)
+    if height is not None:
+        out[_free_name(cloud, "height_above_ground")] = height.astype(np.float32)
     if confidence:
         out[_free_name(cloud, "confidence")] = proba.max(axis=1).astype(np.float32)
     if with_proba:
@@ -44,6 +81,16 @@ def prediction_fields(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, pro
             field = "prob_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
             out[_free_name(cloud, field)] = proba[:, i].astype(np.float32)
     return out
+
+
+def evaluate_asprs(truth_raw: np.ndarray, pred_codes: np.ndarray) -> dict:
+    """Scores on the full ASPRS class set (ground, low / medium / high vegetation, building, water, bridge,
+    other) of predicted ASPRS codes against the file's codes: how the vegetation height split scores."""
+    from ..data.classmaps import builtin_class_map
+
+    asprs = builtin_class_map("asprs")
+    return scores(confusion_matrix(asprs.encode(pred_codes), asprs.encode(truth_raw), asprs.num_classes),
+                  asprs.names)
 
 
 def evaluate(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, field: str) -> dict:
@@ -71,7 +118,8 @@ def las_point_count(path: str) -> int:
 def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | None = None,
                  out_format: str | None = None, votes: int = 3, device: str = "cpu", confidence: bool = False,
                  with_proba: bool = False, as_classification: bool = False, eval_field: str | None = None,
-                 batch_points: int = 60_000, tile_points: int = 5_000_000, progress=None) -> dict:
+                 batch_points: int = 60_000, tile_points: int = 5_000_000, progress=None,
+                 vegetation_heights: tuple[float, float] | None = None, region_scale: float | None = None) -> dict:
     """Segment one file; returns the summary `--json` prints. LAS/LAZ files of more than ``tile_points``
     points written to LAS/LAZ are processed in tiles with bounded memory (:mod:`pcseg.engine.chunked`)."""
     t0 = time.perf_counter()
@@ -80,21 +128,29 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
     if (src != "-" and output not in (None, "-") and fmt_in in ("las", "laz") and fmt_out in ("las", "laz")
             and las_point_count(src) > tile_points):
         return _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification,
-                              eval_field, batch_points, tile_points, progress, t0)
+                              eval_field, batch_points, tile_points, progress, t0, vegetation_heights, region_scale)
     cloud = read(src, in_format)
     seg = segment_points(ck, cloud, votes=votes, device=device, batch_points=batch_points,
-                         want_proba=confidence or with_proba, progress=progress)
+                         want_proba=confidence or with_proba, progress=progress, region_scale=region_scale)
     cmap = class_map_of(ck)
+    split = vegetation_split(ck, vegetation_heights)
+    height = split_heights(ck, split, cloud.xyz, seg.labels)
     summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": votes}
     if output is not None:
-        new = prediction_fields(cloud, ck, seg.labels, seg.proba, confidence, with_proba, as_classification, fmt_out)
+        new = prediction_fields(cloud, ck, seg.labels, seg.proba, confidence, with_proba, as_classification, fmt_out,
+                                height, split)
         notes = write(cloud.with_fields(**new), output, out_format)
         summary["fields_written"] = list(new)
         summary["notes"] = notes
     counts = np.bincount(seg.labels, minlength=cmap.num_classes)
     summary["classes"] = {n: int(c) for n, c in zip(cmap.names, counts)}
+    if split is not None and height is not None:
+        codes = asprs_prediction(ck, seg.labels, height, split)
+        summary["asprs_codes"] = {str(k): int(v) for k, v in zip(*np.unique(codes, return_counts=True))}
     if eval_field is not None:
         summary["metrics"] = evaluate(cloud, ck, seg.labels, eval_field)
+        if split is not None and height is not None and "ASPRS" in cmap.raw_kind:
+            summary["metrics_asprs"] = evaluate_asprs(cloud.fields[eval_field], codes)
     seconds = time.perf_counter() - t0
     summary.update(seconds=round(seconds, 3), points_per_second=round(len(cloud) / seconds, 1),
                    subsampled_points=seg.sub_points, spheres=seg.spheres)
@@ -102,13 +158,18 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
 
 
 def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification, eval_field,
-                   batch_points, tile_points, progress, t0) -> dict:
+                   batch_points, tile_points, progress, t0, vegetation_heights=None, region_scale=None) -> dict:
     from .chunked import segment_las_chunked
 
     cmap = class_map_of(ck)
+    split = vegetation_split(ck, vegetation_heights)
 
-    def fields(chunk, labels, proba):
-        return prediction_fields(chunk, ck, labels, proba, confidence, with_proba, as_classification, fmt_out)
+    def fields(chunk, labels, proba, height):
+        return prediction_fields(chunk, ck, labels, proba, confidence, with_proba, as_classification, fmt_out,
+                                 height, split)
+
+    def heights(xyz, labels):  # per tile, from the tile's own predictions (margin included)
+        return split_heights(ck, split, xyz, labels)
 
     def truth(chunk):
         if eval_field not in chunk.fields:
@@ -116,7 +177,8 @@ def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_pro
         return cmap.encode(chunk.fields[eval_field])
 
     r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, votes, device, batch_points, tile_points,
-                            confidence or with_proba, truth if eval_field else None, progress)
+                            confidence or with_proba, truth if eval_field else None, progress,
+                            heights if split is not None else None, region_scale)
     seconds = time.perf_counter() - t0
     summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": votes,
                "classes": {n: int(c) for n, c in zip(cmap.names, r["counts"])}, "notes": r["notes"],

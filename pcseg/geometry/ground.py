@@ -1,0 +1,148 @@
+"""Ground surfaces of airborne scans, as rasters sampled bilinearly.
+
+Two surfaces, two uses:
+
+* :func:`opening_surface`, label-free: the lowest point of every cell (low outliers dropped), empty cells filled from the nearest
+  non-empty one, then a grey-scale morphological opening (erosion then dilation) with a square window. The
+  opening removes everything narrower than the window that stands above its surroundings (trees, houses,
+  cars) and returns planar terrain unchanged, whatever its slope: the erosion of a plane z = a.x by a window
+  of half-width w is a.x - |a| w, and the dilation adds |a| w back. Objects wider than the window (a large
+  warehouse) stay in the surface. The network reads the height above this surface as an input channel
+  (``hag``), so a tile whose ground spans 60 m gives the same input for a house on the hill as in the valley;
+  a sensor's intensity scale or the tile's lowest point never enters.
+* :func:`points_surface`: the mean height of given points per cell (the predicted ground points), empty cells
+  filled from the nearest non-empty one. The IGN LiDAR HD specification splits vegetation by height above
+  the ground surface (0-0.5 m low, 0.5-1.5 m medium, above 1.5 m high vegetation): :func:`vegetation_codes`.
+
+Rasters are sampled bilinearly between cell centres (clamped at the border).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+MAX_CELLS = 16_000_000
+"""Largest raster built; a wider extent gets coarser cells."""
+
+IGN_VEGETATION_HEIGHTS = (0.5, 1.5)
+"""Upper bounds of low and of medium vegetation, in metres above ground (IGN LiDAR HD specification)."""
+ASPRS_VEGETATION_CODES = (3, 4, 5)
+"""ASPRS codes of low, medium and high vegetation."""
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A height raster: ``z[i, j]`` is the surface height at the centre of cell (i, j), whose lower corner is
+    ``origin + (i, j) * cell`` in x, y."""
+
+    origin: np.ndarray  # (2,) x, y of the raster corner
+    cell: float
+    z: np.ndarray       # (nx, ny) float64
+
+    def at(self, xy: np.ndarray) -> np.ndarray:
+        """Bilinear surface height at (N, 2) positions (clamped to the raster's cell centres)."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        nx, ny = self.z.shape
+        u = np.clip((xy[:, 0] - self.origin[0]) / self.cell - 0.5, 0.0, nx - 1.0)
+        v = np.clip((xy[:, 1] - self.origin[1]) / self.cell - 0.5, 0.0, ny - 1.0)
+        i0 = np.minimum(np.floor(u).astype(np.int64), max(nx - 2, 0))
+        j0 = np.minimum(np.floor(v).astype(np.int64), max(ny - 2, 0))
+        i1, j1 = np.minimum(i0 + 1, nx - 1), np.minimum(j0 + 1, ny - 1)
+        fu, fv = u - i0, v - j0
+        z = self.z
+        return ((1 - fu) * (1 - fv) * z[i0, j0] + fu * (1 - fv) * z[i1, j0]
+                + (1 - fu) * fv * z[i0, j1] + fu * fv * z[i1, j1])
+
+    def height(self, xyz: np.ndarray) -> np.ndarray:
+        """Height of (N, 3) points above the surface."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        return xyz[:, 2] - self.at(xyz[:, :2])
+
+
+def _grid(xy: np.ndarray, cell: float, lo: np.ndarray | None = None, hi: np.ndarray | None = None):
+    lo = xy.min(axis=0) if lo is None else np.asarray(lo, dtype=np.float64)
+    hi = xy.max(axis=0) if hi is None else np.asarray(hi, dtype=np.float64)
+    extent = np.maximum(hi - lo, 0.0)
+    cell = max(float(cell), float(np.sqrt(extent[0] * extent[1] / MAX_CELLS)) * 1.001)
+    shape = (np.floor(extent / cell).astype(np.int64) + 1).clip(min=1)
+    ij = np.floor((xy - lo) / cell).astype(np.int64)
+    ij = np.clip(ij, 0, shape - 1)
+    return lo, cell, (int(shape[0]), int(shape[1])), ij[:, 0] * shape[1] + ij[:, 1]
+
+
+def _fill_nearest(z: np.ndarray) -> np.ndarray:
+    empty = ~np.isfinite(z)
+    if not empty.any():
+        return z
+    idx = ndimage.distance_transform_edt(empty, return_distances=False, return_indices=True)
+    return z[tuple(idx)]
+
+
+LOW_OUTLIER_NEIGHBOURS, LOW_OUTLIER_DROP, LOW_OUTLIER_SLOPE = 8, 3.0, 1.0
+"""A cell minimum is a low outlier (a noise return below the ground) when it lies more than
+``LOW_OUTLIER_DROP + LOW_OUTLIER_SLOPE * d`` metres below the median minimum of its nearest non-empty cells,
+d being their mean distance: a 45-degree slope never triggers it."""
+
+
+def _drop_low_outliers(z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``z`` (flat cell minima, inf = empty) with low-outlier cells emptied (an opening keeps pits)."""
+    from scipy.spatial import cKDTree
+
+    full = np.flatnonzero(np.isfinite(z))
+    if len(full) <= LOW_OUTLIER_NEIGHBOURS:
+        return z
+    ij = np.stack(np.divmod(full, shape[1]), axis=1).astype(np.float64)
+    dist, nb = cKDTree(ij).query(ij, k=LOW_OUTLIER_NEIGHBOURS + 1)
+    around = np.median(z[full[nb[:, 1:]]], axis=1)
+    outlier = z[full] < around - (LOW_OUTLIER_DROP + LOW_OUTLIER_SLOPE * dist[:, 1:].mean(axis=1))
+    z = z.copy()
+    z[full[outlier]] = np.inf
+    return z
+
+
+def opening_surface(xyz: np.ndarray, cell: float = 1.0, window: float = 30.0) -> Surface:
+    """Label-free ground estimate: per-cell minimum, low outliers dropped, nearest fill, grey opening with a
+    ``window`` (metres) square (see the module docstring). ``xyz``: (N, 3), N >= 1."""
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if not len(xyz):
+        raise ValueError("a ground surface needs at least one point")
+    lo, cell, shape, flat = _grid(xyz[:, :2], cell)
+    z = np.full(shape[0] * shape[1], np.inf)
+    np.minimum.at(z, flat, xyz[:, 2])
+    z = _fill_nearest(_drop_low_outliers(z, shape).reshape(shape))
+    size = max(1, int(round(window / cell)) | 1)  # odd number of cells
+    # Near the raster's border the window runs out of data. Padding by point reflection about the border
+    # (z(b + t) = 2 z(b) - z(b - t)) continues a plane exactly, so sloped terrain stays right up to the edge;
+    # padding with the edge value would bend the surface down by up to slope * window / 2 there.
+    pad = size // 2
+    padded = np.pad(z, pad, mode="reflect", reflect_type="odd") if pad and min(z.shape) > 1 else z
+    opened = ndimage.grey_opening(padded, size=(size, size), mode="nearest")
+    if padded is not z:
+        opened = opened[pad:-pad, pad:-pad]
+    return Surface(lo, cell, opened)
+
+
+def points_surface(ground_xyz: np.ndarray, cell: float, lo: np.ndarray, hi: np.ndarray) -> Surface:
+    """Mean height of ``ground_xyz`` per cell over the box ``lo``-``hi`` (x, y), empty cells from the nearest
+    non-empty cell. ``ground_xyz`` must hold at least one point."""
+    g = np.asarray(ground_xyz, dtype=np.float64).reshape(-1, 3)
+    if not len(g):
+        raise ValueError("a ground surface needs at least one ground point")
+    lo, cell, shape, flat = _grid(g[:, :2], cell, lo, hi)
+    total = np.bincount(flat, weights=g[:, 2], minlength=shape[0] * shape[1])
+    count = np.bincount(flat, minlength=shape[0] * shape[1])
+    z = np.where(count > 0, total / np.maximum(count, 1), np.inf).reshape(shape)
+    return Surface(lo, cell, _fill_nearest(z))
+
+
+def vegetation_codes(height: np.ndarray, thresholds: tuple[float, float] = IGN_VEGETATION_HEIGHTS,
+                     codes: tuple[int, int, int] = ASPRS_VEGETATION_CODES) -> np.ndarray:
+    """ASPRS code of vegetation points by height above ground: low below ``thresholds[0]``, medium below
+    ``thresholds[1]``, high from there on (IGN LiDAR HD: 0-0.5 m, 0.5-1.5 m, above 1.5 m)."""
+    low, medium = float(thresholds[0]), float(thresholds[1])
+    if not low <= medium:
+        raise ValueError(f"vegetation thresholds must be increasing, got {low} and {medium}")
+    h = np.asarray(height, dtype=np.float64)
+    return np.where(h < low, codes[0], np.where(h < medium, codes[1], codes[2])).astype(np.int64)

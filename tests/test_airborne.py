@@ -1,0 +1,199 @@
+"""Airborne segmentation from geometry alone: ground surfaces, the ``hag`` channel, partial labels, xyz-only
+files and the vegetation height split, each against a direct implementation of its definition."""
+from __future__ import annotations
+
+import json
+import os
+
+import laspy
+import numpy as np
+import pytest
+import torch
+
+from pcseg.cli.main import main
+from pcseg.data.classmaps import IGNORE, builtin_class_map, partial_label, partial_masks
+from pcseg.data.datasets import resolve_data
+from pcseg.data.features import make_features
+from pcseg.errors import UsageError
+from pcseg.geometry.ground import opening_surface, points_surface, vegetation_codes
+from pcseg.nn.losses import partial_cross_entropy
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "ign_lidarhd_77060_627760.laz")
+
+
+def read_xyz(path):
+    las = laspy.read(path)
+    return np.stack([las.x, las.y, las.z], axis=1), np.asarray(las.classification)
+
+
+# --- ground surfaces ----------------------------------------------------------------------------------------
+
+def test_opening_surface_follows_a_slope_and_removes_a_house():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, size=(40_000, 2))
+    ground = 0.3 * xy[:, 0] + 0.1 * xy[:, 1]  # a 17-degree slope: 36 m of relief over the tile
+    house = (np.abs(xy[:, 0] - 50) < 6) & (np.abs(xy[:, 1] - 50) < 6)
+    z = ground + np.where(house, 8.0, 0.0)
+    xyz = np.column_stack([xy, z])
+    xyz = np.vstack([xyz, [[20.0, 20.0, -50.0]]])  # one noise return far below the ground
+    h = opening_surface(xyz, cell=1.0, window=20.0).height(xyz)
+    assert np.percentile(np.abs(h[:-1][~house]), 95) < 0.5  # ground: about 0 everywhere on the slope
+    assert np.median(h[:-1][house]) == pytest.approx(8.0, abs=0.7)  # the roof stands 8 m above it
+    assert h[-1] < -40  # the outlier stays below the surface instead of pulling it down
+
+
+def direct_points_surface(ground, cell, lo, hi, queries):
+    """Mean height per cell, empty cells from the nearest non-empty cell centre, bilinear between centres:
+    written point by point. Also says, per query, whether no cell it reads had several nearest cells (the
+    definition leaves such ties open)."""
+    nx, ny = int(np.floor((hi[0] - lo[0]) / cell)) + 1, int(np.floor((hi[1] - lo[1]) / cell)) + 1
+    sums, counts = {}, {}
+    for x, y, z in ground:
+        key = (min(int((x - lo[0]) // cell), nx - 1), min(int((y - lo[1]) // cell), ny - 1))
+        sums[key] = sums.get(key, 0.0) + z
+        counts[key] = counts.get(key, 0) + 1
+    full = list(sums)
+    grid, tied = np.zeros((nx, ny)), np.zeros((nx, ny), dtype=bool)
+    for i in range(nx):
+        for j in range(ny):
+            if (i, j) in sums:
+                grid[i, j] = sums[(i, j)] / counts[(i, j)]
+            else:
+                d = [(k[0] - i) ** 2 + (k[1] - j) ** 2 for k in full]
+                near = full[int(np.argmin(d))]
+                tied[i, j] = d.count(min(d)) > 1
+                grid[i, j] = sums[near] / counts[near]
+    out, clear = [], []
+    for x, y, z in queries:
+        u = min(max((x - lo[0]) / cell - 0.5, 0.0), nx - 1.0)
+        v = min(max((y - lo[1]) / cell - 0.5, 0.0), ny - 1.0)
+        i0, j0 = min(int(u), max(nx - 2, 0)), min(int(v), max(ny - 2, 0))
+        i1, j1 = min(i0 + 1, nx - 1), min(j0 + 1, ny - 1)
+        fu, fv = u - i0, v - j0
+        s = ((1 - fu) * (1 - fv) * grid[i0, j0] + fu * (1 - fv) * grid[i1, j0] + (1 - fu) * fv * grid[i0, j1]
+             + fu * fv * grid[i1, j1])
+        out.append(z - s)
+        clear.append(not (tied[i0, j0] or tied[i1, j0] or tied[i0, j1] or tied[i1, j1]))
+    return np.array(out), np.array(clear)
+
+
+def test_points_surface_and_vegetation_split_match_direct_implementation():
+    xyz, cls = read_xyz(EXAMPLE)
+    keep = (xyz[:, 0] < xyz[:, 0].min() + 12) & (xyz[:, 1] < xyz[:, 1].min() + 12)  # a 12 m corner, real points
+    xyz, cls = xyz[keep], cls[keep]
+    lo, hi = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
+    ground = xyz[cls == 2]
+    assert len(ground) > 50 and (cls == 5).any()
+    got = points_surface(ground, 1.0, lo, hi).height(xyz)
+    expected, clear = direct_points_surface(ground, 1.0, lo, hi, xyz)
+    assert clear.mean() > 0.8
+    np.testing.assert_allclose(got[clear], expected[clear], atol=1e-9)
+    codes = vegetation_codes(got, (0.5, 1.5))
+    direct = [3 if h < 0.5 else 4 if h < 1.5 else 5 for h in got]
+    assert codes.tolist() == direct
+
+
+# --- input features ------------------------------------------------------------------------------------------
+
+def test_hag_channel_reads_geometry_only():
+    xyz, cls = read_xyz(EXAMPLE)
+    feats = make_features({}, xyz, ["one", "hag"])  # no field at all: x, y, z suffice
+    assert feats.shape == (len(xyz), 3) and np.isfinite(feats).all()
+    hag = feats[:, 1] * 10  # metres (10 m window)
+    assert np.median(np.abs(hag[cls == 2])) < 0.3
+    assert np.median(hag[cls == 6]) > 3 and np.median(hag[cls == 5]) > 2
+    shifted = make_features({}, xyz + [0, 0, 1000.0], ["one", "hag"])
+    np.testing.assert_allclose(shifted, feats, atol=1e-4)  # independent of the absolute height
+
+
+# --- partial labels --------------------------------------------------------------------------------------------
+
+def test_ground_only_files_give_partial_labels(shared_data):
+    cmap = builtin_class_map("als-ground")
+    labels = cmap.encode(np.array([2, 1, 7]))
+    assert labels[0] == cmap.index("ground") and labels[2] == IGNORE
+    allowed = partial_masks(labels, cmap.num_classes)
+    assert allowed[1].tolist() == [n != "ground" for n in cmap.names]
+    ahn3 = builtin_class_map("als-ahn3").encode(np.array([1, 26]))
+    assert partial_masks(ahn3[:1], 6)[0].tolist() == [n in ("vegetation", "other") for n in cmap.names]
+    assert ahn3[1] == cmap.index("bridge")
+    src = resolve_data([f"als-ground:{shared_data / 'als_ground' / 'lidr_mixedconifer.laz'}"], ["one", "hag"],
+                       class_map="als")
+    cloud = src[0].load()
+    assert (cloud.labels <= -2).sum() > 30_000 and (cloud.labels == 0).sum() > 5000
+    with pytest.raises(UsageError):
+        resolve_data([f"als-ground:{shared_data / 'als_ground' / 'lidr_mixedconifer.laz'}"], ["one"],
+                     class_map="asprs")
+
+
+def test_partial_cross_entropy_is_the_marginal_likelihood():
+    torch.manual_seed(0)
+    logits = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 3, IGNORE, partial_label([1, 2, 3, 4, 5]), partial_label([1, 5]), 5,
+                           partial_label([2])])
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0], dtype=torch.float64)
+    loss = partial_cross_entropy(logits, labels, weight)
+    p = torch.softmax(logits, dim=1)
+    terms = [(-torch.log(p[0, 0]), weight[0]), (-torch.log(p[1, 3]), weight[3]), (-torch.log(p[3, 1:].sum()), 1.0),
+             (-torch.log(p[4, 1] + p[4, 5]), 1.0), (-torch.log(p[5, 5]), weight[5]), (-torch.log(p[6, 2]), 1.0)]
+    direct = sum(t * w for t, w in terms) / sum(w for _, w in terms)
+    torch.testing.assert_close(loss, direct)
+    # "not ground" constrains only p_ground: moving logit mass among the other classes changes nothing
+    z = torch.randn(1, 6, dtype=torch.float64)
+    other = z.clone()
+    other[0, 1:] = torch.log(torch.softmax(z[0, 1:], 0).flip(0)) + torch.logsumexp(z[0, 1:], 0)
+    not_ground = torch.tensor([partial_label([1, 2, 3, 4, 5])])
+    torch.testing.assert_close(partial_cross_entropy(z, not_ground), partial_cross_entropy(other, not_ground))
+    full = torch.tensor([0, 3, IGNORE])
+    torch.testing.assert_close(partial_cross_entropy(logits[:3], full),
+                               torch.nn.functional.cross_entropy(logits[:3], full, ignore_index=IGNORE))
+
+
+# --- end to end: partial-label training, xyz-only files, vegetation split ---------------------------------
+
+@pytest.fixture(scope="module")
+def xyz_checkpoint(shared_data, tmp_path_factory):
+    from pcseg.engine.train import Trainer, TrainConfig
+
+    os.environ.setdefault("PCSEG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    run = tmp_path_factory.mktemp("als-xyz-run")
+    cfg = TrainConfig(data=[str(shared_data / "als" / "test_data_77050_627755_LA93_IGN69.laz"),
+                            f"als-ground:{shared_data / 'als_ground' / 'lidr_mixedconifer.laz'}"],
+                      model="salanet", model_options={"width": 8}, features=["one", "hag"], dl0=1.0,
+                      sphere_radius=15.0, class_map="als", optimizer="adamw", lr=5e-3, max_steps=4,
+                      spheres_per_batch=2, log_every=1, partial_share=0.5)
+    Trainer(cfg, run).train()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    return str(run / "last.safetensors")
+
+
+def test_xyz_only_las_is_segmented_with_vegetation_split(xyz_checkpoint, tmp_path, capsys):
+    xyz, _ = read_xyz(EXAMPLE)
+    src = laspy.read(EXAMPLE)
+    bare = laspy.LasData(laspy.LasHeader(point_format=0, version="1.2"))  # x, y, z; intensity all zero
+    bare.header.offsets, bare.header.scales = src.header.offsets, src.header.scales
+    bare.x, bare.y, bare.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    bare.classification = np.asarray(src.classification)
+    path = tmp_path / "bare.las"
+    bare.write(path)
+    out = tmp_path / "out.las"
+    assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(out), "--votes", "1",
+                 "--as-classification", "--eval", "classification", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert "metrics_asprs" in summary and "asprs_codes" in summary
+    res = laspy.read(out)
+    codes = np.asarray(res.classification).astype(np.int64)
+    height = np.asarray(res["height_above_ground"])
+    assert set(np.unique(codes)) <= {1, 2, 3, 4, 5, 6, 9, 17}
+    veg = np.isin(codes, [3, 4, 5])
+    expected = np.where(height[veg] < 0.5, 3, np.where(height[veg] < 1.5, 4, 5))
+    assert np.array_equal(codes[veg], expected)
+    # the thresholds are settable
+    out2 = tmp_path / "out2.las"
+    assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(out2), "--votes", "1",
+                 "--as-classification", "--vegetation-heights", "0,0", "--quiet"]) == 0
+    codes2 = np.asarray(laspy.read(out2).classification)
+    assert not np.isin(codes2, [3, 4]).any() and (codes2[veg] == 5).all()
+    assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(tmp_path / "x.las"),
+                 "--vegetation-heights", "2,1", "--quiet"]) == 2
