@@ -45,6 +45,9 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors with exit codes 1 (internal), 2 (usage), 3 (bad input)."""
     debug = bool(os.environ.get("PCSEG_DEBUG"))
+    from ..engine.runtime import configure_allocator
+
+    configure_allocator()  # torch on a CPU: keep freed memory instead of page-faulting it back every step
     try:
         rc = app(args=argv, prog_name="pcseg", standalone_mode=False)
     except PcsegError as e:

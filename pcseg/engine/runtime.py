@@ -1,0 +1,32 @@
+"""Process settings that make torch on a CPU faster: the C allocator.
+
+A training or inference step allocates and frees tensors of tens of megabytes. glibc's malloc serves them
+with fresh mmap'ed pages and hands freed memory back to the kernel at once, so every step page-faults its
+whole working set again: measured on SALANet C=36, 15k points, 2 threads, a forward pass took 0.35-0.69 s
+with 1.5 s of system time per 5 s run, and 0.26 s with 0.5 s of system time once the allocator keeps what it
+freed (raised trim threshold and top pad, mmap only above 32 MB, glibc's ceiling for that setting).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_done = False
+
+
+def configure_allocator() -> bool:
+    """Keep freed memory in the process (glibc only; elsewhere nothing happens). Returns whether it applied."""
+    global _done
+    if _done or not sys.platform.startswith("linux"):
+        return _done
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = all(mallopt(opt, value) == 1 for opt, value in ((_M_MMAP_THRESHOLD, 32 << 20),
+                                                           (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 256 << 20)))
+    _done = ok
+    return ok
