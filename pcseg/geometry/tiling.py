@@ -26,6 +26,61 @@ def covering_centers(xyz: np.ndarray, radius: float, coverage: float = 0.7) -> n
     return origin + (cells[first] + 0.5) * spacing
 
 
+HORIZONTAL_SHARE = 0.9
+""":func:`column_covering_centers`: share of the covering distance spent horizontally (the rest, vertically:
+sqrt(1 - 0.9^2) = 0.44 of it above and below a centre)."""
+
+
+def column_covering_centers(xyz: np.ndarray, reach: float) -> np.ndarray:
+    """Centres such that every point lies within ``reach`` (3D) of one, for scenes that spread horizontally.
+
+    Centres sit above the nodes of a hexagonal lattice in x, y (the thinnest covering of the plane: each node
+    serves the points of its hexagon, at most ``rho = 0.9 reach`` away horizontally, node spacing
+    sqrt(3) rho). In the column of each occupied hexagon, centres are stacked every ``2 v`` in z, with
+    ``v = sqrt(reach^2 - rho^2)``, as many as the column's height needs, and each point goes to the nearest
+    one: horizontal <= rho and vertical <= v, so 3D <= reach. On a flat scene this needs 2.3 centres per
+    reach^2 of ground, against 4.6 for the cubic lattice of :func:`covering_centers` at the same guarantee.
+    """
+    if reach <= 0:
+        raise ValueError("reach must be positive")
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if not len(xyz):
+        return np.zeros((0, 3))
+    rho = HORIZONTAL_SHARE * reach
+    v = np.sqrt(reach**2 - rho**2)
+    s = np.sqrt(3.0) * rho  # node spacing
+    origin = xyz[:, :2].min(axis=0)
+    p = xyz[:, :2] - origin
+    # lattice basis a1 = (s, 0), a2 = (s/2, s sqrt(3)/2); the nearest node is one of the 4 corners of the
+    # rhombus holding the point (the Voronoi cell of a node of this lattice is its hexagon).
+    b = p[:, 1] / (s * np.sqrt(3.0) / 2.0)
+    a = p[:, 0] / s - b / 2.0
+    a0, b0 = np.floor(a), np.floor(b)
+    best = np.full(len(p), np.inf)
+    node = np.zeros((len(p), 2), dtype=np.int64)
+    for da in (0, 1):
+        for db in (0, 1):
+            na, nb = a0 + da, b0 + db
+            q = np.stack([(na + nb / 2.0) * s, nb * s * np.sqrt(3.0) / 2.0], axis=1)
+            d = np.sum((p - q) ** 2, axis=1)
+            better = d < best
+            best = np.where(better, d, best)
+            node[better] = np.stack([na, nb], axis=1)[better].astype(np.int64)
+    keys, inverse = np.unique(node, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    z = xyz[:, 2]
+    z_lo = np.full(len(keys), np.inf)
+    np.minimum.at(z_lo, inverse, z)
+    # layer k of a column covers [z_lo + 2kv, z_lo + 2(k+1)v] from its centre at z_lo + (2k+1)v
+    layer = np.floor((z - z_lo[inverse]) / (2.0 * v)).astype(np.int64)
+    cells, first = np.unique(np.stack([inverse, layer], axis=1), axis=0, return_index=True)
+    na, nb = keys[cells[:, 0], 0], keys[cells[:, 0], 1]
+    x = origin[0] + (na + nb / 2.0) * s
+    y = origin[1] + nb * s * np.sqrt(3.0) / 2.0
+    zc = z_lo[cells[:, 0]] + (2.0 * cells[:, 1] + 1.0) * v
+    return np.stack([x, y, zc], axis=1)
+
+
 def class_balanced_weights(labels: np.ndarray, ignore: tuple[int, ...] = ()) -> np.ndarray:
     """Per-point probability proportional to 1 / frequency of its class (ignored classes get 0)."""
     labels = np.asarray(labels).reshape(-1)
