@@ -166,3 +166,25 @@ def test_subsample_cloud_keeps_types_and_majority(real_tile):
     c = Counter(real_tile.fields["classification"][members].tolist())
     assert sub.fields["classification"][j] == max(c, key=lambda k: (c[k], -k))
     assert abs(int(sub.fields["intensity"][j]) - real_tile.fields["intensity"][members].mean()) <= 0.5
+
+
+def test_column_covering_reaches_every_real_point(shared_data):
+    """Every point of real airborne tiles (a dense 50 m tile and a sparse, hilly 1 km^2 one) lies within the
+    reach of a column centre, and the columns need fewer centres than the cubic lattice."""
+    import laspy
+    from scipy.spatial import cKDTree
+
+    from pcseg.geometry import covering_centers
+    from pcseg.geometry.tiling import column_covering_centers
+
+    for name in ("test_data_77060_627760_LA93_IGN69.laz", "test_semis_2022_0897_6577_LA93_IGN69_decimation.laz"):
+        path = shared_data / "als" / name
+        if not path.exists():
+            pytest.skip("airborne tiles not present")
+        las = laspy.read(path)
+        xyz = np.stack([las.x, las.y, las.z], axis=1)
+        for reach in (5.0, 17.5):
+            centers = column_covering_centers(xyz, reach)
+            d, _ = cKDTree(centers).query(xyz)
+            assert d.max() <= reach + 1e-9
+            assert len(centers) <= len(covering_centers(xyz, reach / 0.7, 0.7))

@@ -117,3 +117,15 @@ def test_tiled_processing_matches_whole_cloud(checkpoint, tmp_path, capsys):
     agree = np.mean(np.asarray(w["class"]) == np.asarray(t["class"]))
     assert agree > 0.9, agree  # same cells; only the sphere layout differs near tile borders
     assert (np.asarray(t["confidence"]) > 0).all()
+
+
+def test_bf16_and_larger_regions_agree_with_the_default(checkpoint, tmp_path):
+    """bfloat16 autocast and inference regions twice the training sphere change few labels."""
+    outs = {}
+    for name, extra in (("ref", []), ("bf16", ["--bf16"]), ("region", ["--region-scale", "2"])):
+        out = tmp_path / f"{name}.laz"
+        assert main(["segment", EXAMPLE, "--model", checkpoint, "-o", str(out), "--votes", "1", "--quiet"]
+                    + extra) == 0
+        outs[name] = np.asarray(laspy.read(out)["class"])
+    assert np.mean(outs["bf16"] == outs["ref"]) > 0.95
+    assert np.mean(outs["region"] == outs["ref"]) > 0.8

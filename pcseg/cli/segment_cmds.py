@@ -83,6 +83,8 @@ def register(app: typer.Typer) -> None:
             None, "--region-scale", min=1.0,
             help="inference regions this many times the training sphere radius (default: the model card's; larger "
                  "regions send each point through the network fewer times)"),
+        bf16: bool = typer.Option(False, "--bf16", help="run the network in bfloat16 (faster on CPUs with AMX / "
+                                  "AVX-512 BF16 and on recent GPUs; labels may differ on a few points)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
         no_write: bool = typer.Option(False, "--no-write", help="only report (with --eval); write no output"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
@@ -140,7 +142,7 @@ def register(app: typer.Typer) -> None:
                                        device=device, confidence=confidence, with_proba=proba,
                                        as_classification=as_classification, eval_field=eval_field,
                                        batch_points=batch_points, tile_points=tile_points, progress=advance,
-                                       vegetation_heights=heights, region_scale=region_scale)
+                                       vegetation_heights=heights, region_scale=region_scale, bf16=bf16)
             for n in summary.pop("notes", []):
                 note(n, quiet or json_out)
             if json_out:

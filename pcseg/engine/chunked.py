@@ -57,7 +57,7 @@ def _stats_pass(path: str, channels: tuple[str, ...]):
 def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, new_fields, votes: int = 3,
                         device: str | torch.device = "cpu", batch_points: int = 60_000, tile_points: int = 3_000_000,
                         want_proba: bool = False, truth=None, progress=None, heights=None,
-                        region_scale: float | None = None) -> dict:
+                        region_scale: float | None = None, bf16: bool = False) -> dict:
     """Segment a LAS/LAZ file tile by tile and write ``dest``.
 
     ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
@@ -123,7 +123,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
             logits, _ = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, votes, device,
-                                    batch_points, region_scale=region_scale)
+                                    batch_points, region_scale=region_scale, bf16=bf16)
             pick = sub.inverse[core]
             labels[idx[core]] = logits.argmax(axis=1)[pick]
             if height is not None:

@@ -53,7 +53,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, features: np.ndarray,
                 radius: float, num_classes: int, votes: int = 1, device: str | torch.device = "cpu",
                 batch_points: int = 60_000, coverage: float = 0.7, progress=None,
-                region_scale: float = 1.0) -> tuple[np.ndarray, int]:
+                region_scale: float = 1.0, bf16: bool = False) -> tuple[np.ndarray, int]:
     """Weighted mean logits (M, C) of every point of an already subsampled cloud, and the number of spheres.
 
     ``points`` (M, 3) float64 (any frame; spheres are centred before the float32 cast), ``features`` (M, F).
@@ -64,6 +64,8 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     ``R - (1 - coverage) * radius``. Measured passes of each point through the network per vote (flat
     airborne tiles at dl0 0.5 m, r = 25 m): the cubic lattice of ``covering_centers`` used before, 3.3
     (IGN example) and 4.7 (a sparse 1 km^2 tile); columns at R = r, 2.7 and 2.9; at R = 2r, 1.8 and 1.9.
+    ``bf16``: run the network under bfloat16 autocast (CPUs with AVX-512 BF16 / AMX, recent GPUs); logits are
+    averaged in float64 either way.
     """
     if region_scale < 1.0:
         raise ValueError("region_scale must be at least 1 (regions no smaller than training spheres)")
@@ -90,7 +92,8 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
                 if pending and (budget >= batch_points or k == len(centers) - 1):
                     batch = build_batch([((points[i] - ctr) @ rot.T).astype(np.float32) for i, ctr in pending],
                                         [features[i] for i, _ in pending], spec).to(device)
-                    logits = model(batch).double().cpu()
+                    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                        logits = model(batch).double().cpu()
                     index = torch.from_numpy(np.concatenate([i for i, _ in pending]))
                     w = torch.from_numpy(np.concatenate(
                         [sphere_weight(np.linalg.norm(points[i] - ctr, axis=1), region) for i, ctr in pending]))
@@ -108,7 +111,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
 
 def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: str | torch.device = "cpu",
                    batch_points: int = 60_000, want_proba: bool = False, coverage: float = 0.7,
-                   progress=None, region_scale: float | None = None) -> Segmentation:
+                   progress=None, region_scale: float | None = None, bf16: bool = False) -> Segmentation:
     """Segment a cloud with a loaded segmentation checkpoint."""
     t0 = time.perf_counter()
     card, model = ckpt.card, ckpt.model
@@ -120,7 +123,7 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     sub = grid_subsample(cloud.xyz - cloud.origin, dl0, features=feats)
     mean_logits, n_spheres = vote_logits(model, spec, sub.points, sub.features, radius,
                                          len(card["classes"]["names"]), votes, device, batch_points, coverage,
-                                         progress, region_scale or float(card.get("region_scale", 1.0)))
+                                         progress, region_scale or float(card.get("region_scale", 1.0)), bf16)
     labels = mean_logits.argmax(axis=1)[sub.inverse].astype(np.int64)
     proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None
     return Segmentation(labels=labels, proba=proba, sub_points=len(sub.points), spheres=n_spheres,

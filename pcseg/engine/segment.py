@@ -119,7 +119,8 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
                  out_format: str | None = None, votes: int = 3, device: str = "cpu", confidence: bool = False,
                  with_proba: bool = False, as_classification: bool = False, eval_field: str | None = None,
                  batch_points: int = 60_000, tile_points: int = 5_000_000, progress=None,
-                 vegetation_heights: tuple[float, float] | None = None, region_scale: float | None = None) -> dict:
+                 vegetation_heights: tuple[float, float] | None = None, region_scale: float | None = None,
+                 bf16: bool = False) -> dict:
     """Segment one file; returns the summary `--json` prints. LAS/LAZ files of more than ``tile_points``
     points written to LAS/LAZ are processed in tiles with bounded memory (:mod:`pcseg.engine.chunked`)."""
     t0 = time.perf_counter()
@@ -128,10 +129,12 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
     if (src != "-" and output not in (None, "-") and fmt_in in ("las", "laz") and fmt_out in ("las", "laz")
             and las_point_count(src) > tile_points):
         return _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification,
-                              eval_field, batch_points, tile_points, progress, t0, vegetation_heights, region_scale)
+                              eval_field, batch_points, tile_points, progress, t0, vegetation_heights, region_scale,
+                              bf16)
     cloud = read(src, in_format)
     seg = segment_points(ck, cloud, votes=votes, device=device, batch_points=batch_points,
-                         want_proba=confidence or with_proba, progress=progress, region_scale=region_scale)
+                         want_proba=confidence or with_proba, progress=progress, region_scale=region_scale,
+                         bf16=bf16)
     cmap = class_map_of(ck)
     split = vegetation_split(ck, vegetation_heights)
     height = split_heights(ck, split, cloud.xyz, seg.labels)
@@ -158,7 +161,8 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
 
 
 def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification, eval_field,
-                   batch_points, tile_points, progress, t0, vegetation_heights=None, region_scale=None) -> dict:
+                   batch_points, tile_points, progress, t0, vegetation_heights=None, region_scale=None,
+                   bf16=False) -> dict:
     from .chunked import segment_las_chunked
 
     cmap = class_map_of(ck)
@@ -178,7 +182,7 @@ def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_pro
 
     r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, votes, device, batch_points, tile_points,
                             confidence or with_proba, truth if eval_field else None, progress,
-                            heights if split is not None else None, region_scale)
+                            heights if split is not None else None, region_scale, bf16)
     seconds = time.perf_counter() - t0
     summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": votes,
                "classes": {n: int(c) for n, c in zip(cmap.names, r["counts"])}, "notes": r["notes"],

@@ -124,6 +124,36 @@ def _load_toml(path: str) -> dict:
     return values
 
 
+def portable_path(path: str) -> str:
+    """A data path as a card may show it: relative to the working directory (``../shared/data/...``), never
+    an absolute path of the machine it was made on; a ``MAP:`` prefix is kept."""
+    head, sep, rest = str(path).partition(":")
+    if sep and not os.path.isabs(path) and os.path.isabs(rest):
+        return f"{head}:{portable_path(rest)}"
+    return os.path.relpath(path) if os.path.isabs(path) else str(path)
+
+
+_NOT_SETTINGS = {"data", "val", "source", "preset", "device", "cache_dir"}
+
+
+def reproduce_command(cfg: TrainConfig) -> str:
+    """The one ``pcseg train`` command that reruns this configuration (settings that differ from the preset
+    as key=value)."""
+    import shlex
+
+    base = dict(PRESETS.get(cfg.preset, {})) if cfg.preset else {}
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TrainConfig)}
+    parts = ["pcseg", "train"] + (["--config", cfg.preset] if cfg.preset else [])
+    parts += [a for p in cfg.data for a in ("-d", portable_path(p))]
+    parts += [a for p in cfg.val for a in ("--val", portable_path(p))]
+    for key, value in dataclasses.asdict(cfg).items():
+        if key in _NOT_SETTINGS or value == base.get(key, defaults.get(key)):
+            continue
+        parts.append(f"{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 # --- distributed ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -261,12 +291,17 @@ class Trainer:
     # checkpoints
     def card(self, metrics: dict | None = None) -> dict:
         cfg = self.cfg
+        config = dataclasses.asdict(cfg)
+        config["data"], config["val"] = [portable_path(p) for p in cfg.data], [portable_path(p) for p in cfg.val]
+        if config.get("cache_dir"):
+            config["cache_dir"] = None  # a folder of the machine it was trained on
         return {
             "model": cfg.model, "task": "segment", "classes": self.class_map.to_dict(), "features": list(cfg.features),
             "dl0": cfg.dl0, "sphere_radius": cfg.sphere_radius, "neighbor_limits": list(self.spec.neighbor_limits or []),
-            "trained_on": [s.path for s in self.train_sources], "validated_on": [s.path for s in self.val_sources],
+            "trained_on": [portable_path(s.path) for s in self.train_sources],
+            "validated_on": [portable_path(s.path) for s in self.val_sources],
             "training": {"preset": cfg.preset, "source": cfg.source, "steps": self.step,
-                         "config": dataclasses.asdict(cfg)},
+                         "command": reproduce_command(cfg), "config": config},
             "metrics": metrics or {},
             **({"vegetation_split": split} if (split := default_split(self.class_map.names)) else {}),
         }

@@ -156,7 +156,9 @@ class SALA(nn.Module):
         if self.pos_encoding:
             # + W_g^r r_j: together W_g f*_j with f*_j = concat(r_j, f_j) (7). Without autograd the sum is
             # written into y: on CPU a fresh (S*C, H*M) tensor costs more than the product itself.
-            out = None if torch.is_grad_enabled() else y
+            # (Under autocast the out= form is not cast, so the product takes the autocast path.)
+            in_place = not torch.is_grad_enabled() and not torch.is_autocast_enabled(y.device.type)
+            out = y if in_place else None
             y = torch.addmm(y, self.weight_r.t(), r, out=out)
         y = y.view(s, c, k, m)
 
