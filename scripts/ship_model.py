@@ -5,6 +5,11 @@ The card gets: what it was trained on (from the checkpoint), quality measured he
 (votes, per-file and pooled mIoU/OA/per-class IoU on files it did not train on), and a free-text note.
 Usage:
     python scripts/ship_model.py NAME RUN_DIR/best.safetensors --eval FILE[:FIELD] ... [--note TEXT] [--votes 3]
+        [--extra KEY=FILE.json ...] [--region-scale S]
+
+The shipped checkpoint's own card is completed too (so that the file works the same outside the zoo): data
+paths made relative, the one `pcseg train` command that reproduces it, and the vegetation height rule of an
+airborne class set when the trainer that wrote it predates them.
 """
 from __future__ import annotations
 
@@ -13,8 +18,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import dataclasses
+import json
+
 from pcseg.engine.quality import measure_quality
-from pcseg.models.checkpoint import load_checkpoint
+from pcseg.engine.train import TrainConfig, portable_path, reproduce_command
+from pcseg.engine.vegetation import default_split
+from pcseg.models.checkpoint import load_checkpoint, save_checkpoint
 from pcseg.models.zoo import MODELS_DIR, write_card
 
 
@@ -34,9 +44,28 @@ def main() -> int:
     ap.add_argument("--votes", type=int, default=3)
     ap.add_argument("--note", default="")
     ap.add_argument("--trained-on-note", default="")
+    ap.add_argument("--extra", action="append", default=[], help="KEY=FILE.json: the JSON file goes in the card")
+    ap.add_argument("--region-scale", type=float, help="inference regions / training spheres, kept in the card")
     args = ap.parse_args()
     dest = MODELS_DIR / f"{args.name}.safetensors"
-    shutil.copyfile(args.checkpoint, dest)
+    ck = load_checkpoint(args.checkpoint)
+    card = {k: v for k, v in ck.card.items() if k not in ("format", "version")}
+    names = card["classes"]["names"]
+    if "vegetation_split" not in card and default_split(names):
+        card["vegetation_split"] = default_split(names)
+    if args.region_scale:
+        card["region_scale"] = args.region_scale
+    card["trained_on"] = [portable_path(p) for p in card.get("trained_on", [])]
+    card["validated_on"] = [portable_path(p) for p in card.get("validated_on", [])]
+    training = card.get("training", {})
+    if "config" in training:
+        cfg = TrainConfig(**{k: v for k, v in training["config"].items()
+                             if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+        training["command"] = reproduce_command(cfg)
+        training["config"] = {**training["config"], "data": [portable_path(p) for p in cfg.data],
+                              "val": [portable_path(p) for p in cfg.val], "cache_dir": None}
+    save_checkpoint(dest, ck.model, card)
+    shutil.copystat(args.checkpoint, dest)
     ck = load_checkpoint(dest)
     quality = measure_quality(ck, args.eval, args.votes, echo=lambda m: print(m, file=sys.stderr))
     extra = {
@@ -49,6 +78,9 @@ def main() -> int:
     }
     if args.trained_on_note:
         extra["trained_on_note"] = args.trained_on_note
+    for item in args.extra:
+        key, _, path = item.partition("=")
+        extra[key] = json.loads(Path(path).read_text())
     print(write_card(args.name, dest, extra))
     return 0
 

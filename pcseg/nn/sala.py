@@ -190,7 +190,7 @@ class SALA(nn.Module):
         with torch.no_grad():
             y = torch.cat([wf, wf.new_full((s * c, 1), float("-inf"))], dim=1).gather(1, flat[None].expand(s * c, -1))
             if self.pos_encoding:
-                y.addmm_(self.weight_r.t(), r)
+                y.addmm_(self.weight_r.t().to(y.dtype), r.to(y.dtype))  # (one dtype under autocast)
             y = y.view(s, c, k, m)
             if h is not None:
                 y.mul_(h.masked_fill(~valid, 1.0).view(s, 1, k, m))
