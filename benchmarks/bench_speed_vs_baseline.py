@@ -43,21 +43,17 @@ def child(case: str, repeats: int, threads: int, bf16: bool) -> dict:
     import torch
 
     from pcseg.data import build_batch
-    from pcseg.geometry import grid_subsample
-    from pcseg.io import read
     from pcseg.models import build
+
+    sys.path.insert(0, str(HERE))
+    from bench_detect import median_time
+    from bench_train_step import spheres
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     name, opts, feats, points = CASES[case]
-    pts = grid_subsample(read(str(SCAN)).xyz, 0.04).points
+    clouds = spheres(points)
     rng = np.random.default_rng(0)
-    clouds, total = [], 0
-    while total < points:
-        c = pts[rng.integers(len(pts))]
-        s = pts[np.linalg.norm(pts - c, axis=1) < 2.0] - c
-        clouds.append(s[: points - total])
-        total += len(clouds[-1])
     model = build(name, num_classes=13, in_features=feats, **opts)
     spec = model.pyramid_spec
     if name == "kpfcnn":
@@ -80,15 +76,7 @@ def child(case: str, repeats: int, threads: int, bf16: bool) -> dict:
         loss.backward()
         opt.step()
 
-    out = {}
-    for label, fn in (("forward", forward), ("train_step", step)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        out[label] = statistics.median(times)
+    out = {label: median_time(fn, repeats) for label, fn in (("forward", forward), ("train_step", step))}
     out["points"] = int(batch.points[0].shape[0])
     return out
 
