@@ -243,3 +243,27 @@ def test_isolated_points_never_make_a_sphere(tmp_path):
     sampler = SphereSampler([cloud], _spec(0.1, 2), point_budget=200, radius=1.0, balance_classes=True)
     sizes = [len(sampler.sample_sphere(np.random.default_rng(k)).points) for k in range(40)]
     assert min(sizes) >= MIN_SPHERE_POINTS
+
+
+def test_per_cloud_and_partial_share_sampling(shared_data, tmp_path):
+    """A large sparse tile next to a small dense one: per_cloud draws each about half the time (by points the
+    large one wins); partial_share sets the share of centres on partially labelled points."""
+    als = shared_data / "als"
+    srcs = resolve_data([str(als / "test_semis_2021_0382_6565_LA93_IGN69.laz"), str(als / "warsaw_small.las"),
+                         f"als-ground:{shared_data / 'als_ground' / 'lidr_mixedconifer.laz'}"], "one",
+                        class_map="als")
+    clouds = prepare_clouds(srcs, 1.0, DiskCache(tmp_path))
+    full = clouds[:2]
+
+    def share_of_small(per_cloud):
+        sampler = SphereSampler(full, _spec(1.0, 1), point_budget=10**6, radius=3.0, per_cloud=per_cloud)
+        rng = np.random.default_rng(0)
+        return np.mean([sampler._draw_center(rng)[0] == 1 for _ in range(2000)])
+
+    assert share_of_small(False) < 0.05 and 0.45 < share_of_small(True) < 0.55
+    sampler = SphereSampler(clouds, _spec(1.0, 1), point_budget=10**6, radius=3.0, partial_share=0.3,
+                            per_cloud=True)
+    rng = np.random.default_rng(1)
+    draws = [sampler._draw_center(rng) for _ in range(2000)]
+    labels = np.array([clouds[c].labels[i] for c, i in draws])
+    assert 0.25 < np.mean(labels <= -2) < 0.35 and np.all(labels != -1)

@@ -140,6 +140,9 @@ class SphereSampler:
     no augmentation); partial_share: when some points carry partial labels (a ground / not-ground file),
     the share of sphere centres drawn among them (the others among fully labelled points), so that large
     partially labelled files do not crowd out the fully labelled ones; None draws among all points alike.
+    per_cloud: draw the cloud first, each with the same probability, then a point in it (within the
+    full / partial pool chosen by ``partial_share``): a few large clouds (airborne tiles of 1 km^2 decimated
+    to 0.3 points/m^2 next to dense 50 m tiles) then do not make up most of the spheres.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class SphereSampler:
         balance_classes: bool = False,
         augmentation: Augmentation | None = None,
         partial_share: float | None = None,
+        per_cloud: bool = False,
     ):
         if not clouds:
             raise ValueError("the sampler needs at least one cloud")
@@ -171,6 +175,10 @@ class SphereSampler:
         labels = np.concatenate([c.labels for c in self.clouds])
         self.class_points = {int(k): np.flatnonzero(labels == k) for k in np.unique(labels) if k >= 0}
         self.partial_share = partial_share
+        self.per_cloud = bool(per_cloud)
+        # per cloud: flat indices of its fully and partially labelled points
+        self._cloud_full = [np.flatnonzero(c.labels >= 0) + o for c, o in zip(self.clouds, self._offsets)]
+        self._cloud_partial = [np.flatnonzero(c.labels <= -2) + o for c, o in zip(self.clouds, self._offsets)]
         if partial_share is not None:
             if not 0.0 <= partial_share <= 1.0:
                 raise ValueError("partial_share must lie in [0, 1]")
@@ -191,7 +199,16 @@ class SphereSampler:
             members = self.class_points[classes[int(rng.integers(len(classes)))]]
             return self._locate(int(members[rng.integers(len(members))]))
         if self.partial_share is not None and len(self._partial) and len(self._full):
-            pool = self._partial if rng.random() < self.partial_share else self._full
+            partial = rng.random() < self.partial_share
+            if self.per_cloud:
+                pools = [p for p in (self._cloud_partial if partial else self._cloud_full) if len(p)]
+                pool = pools[int(rng.integers(len(pools)))]
+            else:
+                pool = self._partial if partial else self._full
+            return self._locate(int(pool[rng.integers(len(pool))]))
+        if self.per_cloud:
+            pools = [p for p in self._cloud_full if len(p)] or [np.arange(self._offsets[-1])]
+            pool = pools[int(rng.integers(len(pools)))]
             return self._locate(int(pool[rng.integers(len(pool))]))
         return self._locate(int(rng.integers(self._offsets[-1])))
 

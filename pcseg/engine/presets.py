@@ -62,13 +62,13 @@ PRESETS: dict[str, dict] = {
         "source": "SALANet C=36, S=2 (SALA §3.4) on airborne lidar from any sensor: x, y, z only (features 1 + "
                   "height above two label-free ground estimates), the six classes a network can tell apart "
                   "(ground, vegetation, building, water, bridge, other; low / medium / high vegetation split by "
-                  "height after prediction), dl0 0.5 m and 25 m spheres as als-kpfcnn, class weights 1/sqrt(freq) "
-                  "(water and bridge are rare), a quarter of the spheres centred in ground / not-ground-only "
-                  "files (partial labels), KPConv supp. A optimiser with 4 spheres per batch and the "
-                  "learning rate divided by 10 every 15 epochs of 250 steps",
+                  "height after prediction), dl0 0.5 m and 25 m spheres as als-kpfcnn; each sphere's tile drawn "
+                  "uniformly (five decimated 1 km^2 tiles hold most of the points), a quarter of the spheres "
+                  "in ground / not-ground-only files (partial labels); KPConv supp. A optimiser with 4 spheres "
+                  "per batch, 12 epochs of 250 steps, learning rate divided by 10 every 5 epochs",
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "hag"],
         "dl0": 0.5, "sphere_radius": 25.0, "class_map": "als", "augmentation": "kpconv",
-        "class_weights": "inverse-sqrt", **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
-                                            "lr_decay_epochs": 15}, "epochs": 40, "val_every": 2,
+        "per_cloud": True, **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
+                                "lr_decay_epochs": 5}, "epochs": 12, "val_every": 4,
     },
 }
