@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE.parent))
 from pcseg.data.classmaps import builtin_class_map  # noqa: E402
 from pcseg.engine.infer import segment_points  # noqa: E402
 from pcseg.engine.metrics import confusion_matrix, scores  # noqa: E402
-from pcseg.engine.segment import asprs_prediction, class_map_of, split_heights, vegetation_split  # noqa: E402
+from pcseg.engine.segment import (asprs_prediction, class_map_of, split_heights,  # noqa: E402
+                                  vegetation_split)
 from pcseg.io import read  # noqa: E402
 from pcseg.models import zoo  # noqa: E402
 
@@ -43,8 +44,8 @@ VALIDATION = [  # (file, class map of its labels, fully labelled)
     ("als/autzen_trim.las", "als-ground", False),                     # Oregon, USA: ground / non-ground (README)
     ("als_ground/bcts_4.laz", "als-ground", False),                   # British Columbia forest: ground only
 ]
-SPEED = ["../main/examples/ign_lidarhd_77060_627760.laz",               # the README example (24 pts/m^2)
-         "als/test_semis_2021_0382_6565_LA93_IGN69.laz"]               # a sparse 1 km^2 tile (0.3 pts/m^2)
+SPEED = [HERE.parent / "examples" / "ign_lidarhd_77060_627760.laz",   # the README example (24 pts/m^2)
+         DATA / "als" / "test_semis_2021_0382_6565_LA93_IGN69.laz"]  # a sparse 1 km^2 tile (0.3 pts/m^2)
 GROUND_EXCLUDED = (0, 7, 12, 18, 65, 66)
 
 
@@ -60,9 +61,13 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ck = zoo.load(args.model, "cpu")
-    cmap = class_map_of(ck)
-    names = cmap.names
-    asprs = builtin_class_map("asprs")
+    if "ASPRS" not in class_map_of(ck).raw_kind:
+        print(f"{args.model}: not an airborne (ASPRS) model", file=sys.stderr)
+        return 2
+    # Every model is scored on the als classes through the ASPRS codes it writes (low / medium / high
+    # vegetation of an asprs-class model count as vegetation), so that models of either class set compare.
+    als, asprs = builtin_class_map("als"), builtin_class_map("asprs")
+    names = als.names
     split = vegetation_split(ck)
     g = names.index("ground")
     pooled = np.zeros((len(names), len(names)), np.int64)
@@ -74,21 +79,23 @@ def main() -> int:
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
         seg = segment_points(ck, cloud, votes=args.votes, region_scale=args.region_scale, bf16=args.bf16)
+        height = split_heights(ck, split, cloud.xyz, seg.labels)
+        codes = asprs_prediction(ck, seg.labels, height, split)
+        pred = als.encode(codes)
+        pred[pred < 0] = names.index("other")  # code 1: the model's "none of the named classes"
         truth = builtin_class_map(map_name).encode(raw)
-        cm = confusion_matrix(seg.labels, truth, len(names))
+        cm = confusion_matrix(pred, truth, len(names))
         s = scores(cm, names)
         entry = {"miou": s["miou"], "iou": s["iou"], "points": len(cloud), "seconds": round(seg.seconds, 2)}
         if full:
             pooled += cm
         keep = ~np.isin(raw, GROUND_EXCLUDED)
-        gt, gp = (raw[keep] == 2).astype(np.int64), (seg.labels[keep] == g).astype(np.int64)
+        gt, gp = (raw[keep] == 2).astype(np.int64), (pred[keep] == g).astype(np.int64)
         gcm = np.bincount(gt * 2 + gp, minlength=4).reshape(2, 2)
         ground_pooled += gcm
         entry["ground_total_error"] = float((gcm[0, 1] + gcm[1, 0]) / max(gcm.sum(), 1))
         entry["ground_iou"] = float(gcm[1, 1] / max(gcm[1, 1] + gcm[0, 1] + gcm[1, 0], 1))
-        if split is not None and map_name == "als":
-            height = split_heights(ck, split, cloud.xyz, seg.labels)
-            codes = asprs_prediction(ck, seg.labels, height, split)
+        if map_name == "als":
             a = scores(confusion_matrix(asprs.encode(codes), asprs.encode(raw), asprs.num_classes), asprs.names)
             entry["asprs_iou"] = a["iou"]
         report["per_file"][Path(rel).name] = entry
@@ -109,7 +116,7 @@ def main() -> int:
         report["speed"] = {}
         load = os.getloadavg()
         for rel in SPEED:
-            cloud = read(str(DATA / rel))
+            cloud = read(str(rel))
             t = time.perf_counter()
             seg = segment_points(ck, cloud, votes=1, region_scale=args.region_scale, bf16=args.bf16)
             dt = time.perf_counter() - t
