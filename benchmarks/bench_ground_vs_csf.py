@@ -262,7 +262,7 @@ def run(args) -> int:
             c = confusion(truth, pred[scored])
             r = rates(c)
             print(row(path.name[:44], method, len(cloud), int(scored.sum()), r, seconds), flush=True)
-            results.append({"file": str(path), "method": method, "points": len(cloud), "scored": int(scored.sum()),
+            results.append({"file": path.name, "method": method, "points": len(cloud), "scored": int(scored.sum()),
                             **c, **r, "seconds": seconds})
             acc = pooled[method]
             for k in ("tp", "fn", "fp", "tn"):
@@ -278,7 +278,7 @@ def run(args) -> int:
         print(row(f"POOLED ({len(files)} files)", method, acc["points"], acc["scored"], r, acc["seconds"]))
 
     if args.json:
-        out = {"model": args.model, "votes": args.votes, "torch_threads": threads, "loadavg": list(load),
+        out = {"model": os.path.basename(args.model), "votes": args.votes, "torch_threads": threads, "loadavg": list(load),
                "model_load_seconds": load_s, "ground_code": GROUND_CODE, "excluded_codes": list(EXCLUDED_CODES),
                "drop_excluded": args.drop_excluded, "csf_settings": CSF_SETTINGS,
                "smrf_settings": SMRF_SETTINGS if "smrf" in methods else None, "notes": notes,
