@@ -197,3 +197,14 @@ def test_xyz_only_las_is_segmented_with_vegetation_split(xyz_checkpoint, tmp_pat
     assert not np.isin(codes2, [3, 4]).any() and (codes2[veg] == 5).all()
     assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(tmp_path / "x.las"),
                  "--vegetation-heights", "2,1", "--quiet"]) == 2
+
+
+def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared_data):
+    from pcseg.models.checkpoint import read_card
+
+    card = read_card(xyz_checkpoint)
+    text = json.dumps(card)
+    assert str(shared_data.resolve()) not in text and os.getcwd() not in text
+    command = card["training"]["command"]
+    assert command.startswith("pcseg train -d ") and "als-ground:" in command and "max_steps=4" in command
+    assert card["vegetation_split"]["thresholds"] == [0.5, 1.5]
