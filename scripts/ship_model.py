@@ -28,12 +28,6 @@ from pcseg.models.checkpoint import load_checkpoint, save_checkpoint
 from pcseg.models.zoo import MODELS_DIR, write_card
 
 
-def _short(path: str) -> str:
-    """Paths relative to the shared data folder, as a reader of the card can find them."""
-    marker = "/shared/data/"
-    return "../shared/data/" + path.split(marker, 1)[1] if marker in path else path
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("name")
@@ -70,9 +64,9 @@ def main() -> int:
     quality = measure_quality(ck, args.eval, args.votes, echo=lambda m: print(m, file=sys.stderr))
     extra = {
         "task": "segment",
-        "trained_on": [_short(p) for p in ck.card.get("trained_on", [])],
-        "validated_on": [_short(p) for p in ck.card.get("validated_on", [])],
-        "measured_on": [_short(s.split(":")[0]) for s in args.eval],
+        "trained_on": ck.card.get("trained_on", []),
+        "validated_on": ck.card.get("validated_on", []),
+        "measured_on": [portable_path(s.split(":")[0]) for s in args.eval],
         "quality": quality,
         "note": args.note,
     }

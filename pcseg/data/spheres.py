@@ -41,9 +41,9 @@ from scipy.spatial import cKDTree
 from ..errors import BadInputError
 from ..geometry import grid_subsample, neighborhood_sizes, radius_neighbors
 from .augment import Augmentation
-from .classmaps import IGNORE
 from .batch import PyramidSpec, StackedBatch, build_batch
 from .cache import DiskCache, stable_hash
+from .classmaps import IGNORE
 from .datasets import CloudSource, LabelledCloud
 from .features import channel_slices
 
@@ -179,11 +179,9 @@ class SphereSampler:
         # per cloud: flat indices of its fully and partially labelled points
         self._cloud_full = [np.flatnonzero(c.labels >= 0) + o for c, o in zip(self.clouds, self._offsets)]
         self._cloud_partial = [np.flatnonzero(c.labels <= -2) + o for c, o in zip(self.clouds, self._offsets)]
-        if partial_share is not None:
-            if not 0.0 <= partial_share <= 1.0:
-                raise ValueError("partial_share must lie in [0, 1]")
-            self._full = np.flatnonzero(labels >= 0)
-            self._partial = np.flatnonzero(labels <= -2)
+        self._full, self._partial = np.concatenate(self._cloud_full), np.concatenate(self._cloud_partial)
+        if partial_share is not None and not 0.0 <= partial_share <= 1.0:
+            raise ValueError("partial_share must lie in [0, 1]")
         if not self.class_points:
             names = ", ".join(c.source for c in self.clouds[:3]) + (" ..." if len(self.clouds) > 3 else "")
             raise BadInputError(f"no training point has a label the class map knows (in {names}); check "
@@ -207,7 +205,7 @@ class SphereSampler:
                 pool = self._partial if partial else self._full
             return self._locate(int(pool[rng.integers(len(pool))]))
         if self.per_cloud:
-            pools = [p for p in self._cloud_full if len(p)] or [np.arange(self._offsets[-1])]
+            pools = [p for p in self._cloud_full if len(p)]  # never empty: some point has a full label
             pool = pools[int(rng.integers(len(pools)))]
             return self._locate(int(pool[rng.integers(len(pool))]))
         return self._locate(int(rng.integers(self._offsets[-1])))

@@ -62,7 +62,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
 
     ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
     training ids`` (optional) adds a confusion matrix; ``heights(xyz, labels) -> (N,)`` (optional) gives the
-    height above ground of a tile's points from its predictions (margin included), passed on as ``height``. Returns points, tiles, notes, class counts, confusion, seconds.
+    height above ground of a tile's points from its predictions (margin included), passed on as ``height``.
+    Returns points, tiles, notes, class counts, confusion, seconds.
     """
     t0 = time.perf_counter()
     card, model = ck.card, ck.model

@@ -27,8 +27,8 @@ from ..data.datasets import check_disjoint, resolve_data
 from ..data.spheres import SphereSampler, calibrated_spec, prepare_clouds, suggest_point_budget
 from ..errors import UsageError
 from ..models import build, count_params
-from ..nn.losses import partial_cross_entropy
 from ..models.checkpoint import load_checkpoint, load_state, save_checkpoint, save_state
+from ..nn.losses import partial_cross_entropy
 from .infer import vote_logits
 from .metrics import confusion_matrix, scores
 from .presets import PRESETS
