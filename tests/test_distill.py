@@ -244,8 +244,11 @@ def test_gradients_reach_only_the_student_and_its_heads(tmp_path, halves):
     d = _distiller(tmp_path, halves[0])
     batch = d.sampler.sample_batch(np.random.default_rng(0)).to("cpu")
     loss, logits, terms = d.compute_loss(batch)
-    assert set(terms) == {"loss_ce", "loss_kd", "loss_point", "loss_voxel", "loss_channel", "loss_cross"}
+    names = {"ce", "kd", "point", "voxel", "channel", "cross"}
+    # a logged step also carries each weighted term's gradient norm on the student's features
+    assert set(terms) == {f"loss_{k}" for k in names} | ({f"grad_{k}" for k in names} if d.cfg.log_every == 1 else set())
     assert all(math.isfinite(v) for v in terms.values())
+    assert all(terms[f"grad_{k}"] > 0 for k in names if f"grad_{k}" in terms)
     loss.backward()
     assert all(p.grad is None for p in d.teacher.model.parameters())
     assert not any(p.requires_grad for p in d.teacher.model.parameters())
@@ -263,7 +266,8 @@ def test_gradients_reach_only_the_student_and_its_heads(tmp_path, halves):
 def test_switched_off_terms_are_not_computed(tmp_path, halves):
     d = _distiller(tmp_path, halves[0], weights={"point": 0, "voxel": 0, "channel": 0, "cross": 0})
     _, _, terms = d.compute_loss(d.sampler.sample_batch(np.random.default_rng(0)).to("cpu"))
-    assert set(terms) == {"loss_ce", "loss_kd"}
+    assert {k for k in terms if k.startswith("loss_")} == {"loss_ce", "loss_kd"}
+    assert {k for k in terms if k.startswith("grad_")} <= {"grad_ce", "grad_kd"}
 
 
 def test_short_distillation_lowers_the_kl_on_a_real_tile(tmp_path, halves):
@@ -330,3 +334,24 @@ def test_distill_usage_errors_are_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_partial_labels_distill_by_their_marginal_likelihood(tmp_path, halves):
+    """A ground / not-ground file in the training data: CE is the marginal likelihood over the allowed set, and
+    the allowed sets (which also restrict Eq. 3's class) match the numpy definition."""
+    from pcseg.data.classmaps import partial_label
+    from pcseg.nn.losses import allowed_classes, partial_cross_entropy
+
+    d = _distiller(tmp_path, halves[0], weights={"point": 0, "voxel": 0, "channel": 0, "cross": 0})
+    batch = d.sampler.sample_batch(np.random.default_rng(0)).to("cpu")
+    k = d.class_map.num_classes
+    not_first = partial_label(range(1, k))
+    batch.labels = batch.labels.clone()
+    batch.labels[::2] = not_first
+    _, z_s, terms = d.compute_loss(batch)
+    assert math.isclose(terms["loss_ce"], float(partial_cross_entropy(z_s, batch.labels)), rel_tol=1e-5)
+    allowed = allowed_classes(batch.labels, k)
+    assert not allowed[::2, 0].any() and allowed[::2, 1:].all()
+    from pcseg.data.classmaps import partial_masks
+
+    assert np.array_equal(allowed.numpy(), partial_masks(batch.labels.numpy(), k))

@@ -71,4 +71,14 @@ PRESETS: dict[str, dict] = {
         "per_cloud": True, **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
                                 "lr_decay_epochs": 5}, "epochs": 12, "val_every": 4,
     },
+    "als-salanet-xyz-tiny": {
+        "source": "SALANet C=12, S=2 with 16 neighbours per layer: the student of `pcseg distill --teacher "
+                  "sala-als` (x, y, z only; 187 k parameters, 8.7x fewer than the teacher; 3x its points/s on "
+                  "the example); data, classes and schedule of als-salanet-xyz",
+        "model": "salanet", "model_options": {"width": 12, "groups": 2}, "features": ["one", "hag"],
+        "dl0": 0.5, "sphere_radius": 25.0, "class_map": "als", "augmentation": "kpconv",
+        "neighbor_limits": [16, 16, 16, 16, 16],
+        "per_cloud": True, **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
+                                "lr_decay_epochs": 5}, "epochs": 12, "val_every": 4,
+    },
 }

@@ -17,6 +17,12 @@ import torch.nn.functional as F
 from ..data.classmaps import IGNORE
 
 
+def allowed_classes(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, C) bool: the classes each label allows (its class, its partial set; nothing for IGNORE)."""
+    bits = torch.where(labels <= -2, -2 - labels, torch.where(labels >= 0, 1 << labels.clamp(min=0), 0))
+    return ((bits[:, None] >> torch.arange(num_classes, device=labels.device)) & 1).bool()
+
+
 def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean loss over labelled points: cross-entropy for labels >= 0 (weighted by ``weight[y]`` as
     ``F.cross_entropy`` does), the marginal likelihood above for partial labels (<= -2, weight 1); IGNORE skipped.
@@ -27,11 +33,9 @@ def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: to
     if not bool(partial.any()):
         return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE)
     full = labels >= 0
-    c = logits.shape[1]
     z = logits[partial]
-    mask = -2 - labels[partial]                                                        # bit c: class c allowed
-    allowed = (mask[:, None] >> torch.arange(c, device=logits.device)) & 1
-    marginal = torch.logsumexp(z, dim=1) - torch.logsumexp(z.masked_fill(allowed == 0, float("-inf")), dim=1)
+    allowed = allowed_classes(labels[partial], logits.shape[1])
+    marginal = torch.logsumexp(z, dim=1) - torch.logsumexp(z.masked_fill(~allowed, float("-inf")), dim=1)
     total, count = marginal.sum(), marginal.new_tensor(float(marginal.numel()))
     if bool(full.any()):
         ce = F.cross_entropy(logits[full], labels[full], weight=weight, reduction="none")
