@@ -124,3 +124,40 @@ def test_header_length_bytes_that_look_like_pickle_or_zip_are_fine(tmp_path):
         path.write_bytes(struct.pack("<Q", len(body)) + body + data[8 + n:])
         assert path.read_bytes()[:len(low)] == low
         assert load_checkpoint(path).card["model"] == "test-tiny"
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("name", ["sala-als", "sala-als-tiny", "kpconv-als", "sala-s3dis", "focals-kitti"])
+def test_shipped_cards_name_no_machine_path(name):
+    """Neither a shipped card nor the card inside its checkpoint shows a folder of the machine it was made on."""
+    import json
+    import os
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    for card in (json.loads((models / f"{name}.json").read_text()), read_card(models / f"{name}.safetensors")):
+        bad = [s for s in _strings(card) if os.path.isabs(s) or os.path.isabs(s.partition(":")[2])
+               or s.startswith(("/tmp", "/work", "/home", "/root"))]
+        assert not bad, bad[:3]
+
+
+def test_portable_card_rewrites_absolute_paths_only():
+    import os
+
+    from pcseg.engine.train import portable_card
+
+    here = os.getcwd()
+    card = {"a": os.path.join(here, "x.laz"), "b": [f"als-ground:{os.path.join(here, 'y.las')}", "rel/z.ply"],
+            "c": {"d": 3, "e": "sala-als"}}
+    out = portable_card(card)
+    assert out == {"a": "x.laz", "b": ["als-ground:y.las", "rel/z.ply"], "c": {"d": 3, "e": "sala-als"}}
