@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+import typer
+
 from ..errors import UsageError
 from ..io import format_from_path, same_file
 
@@ -53,3 +55,21 @@ def parse_key_values(pairs: list[str]) -> dict:
         else:
             out[key] = parsed
     return out
+
+
+# The flags every computing command shares, with one meaning everywhere (factories: typer needs one
+# OptionInfo per parameter).
+def quiet_option():
+    return typer.Option(False, "--quiet", "-q", help="no messages or progress bars on stderr (errors still print)")
+
+
+def json_option():
+    return typer.Option(False, "--json", help="one JSON object per input on stdout")
+
+
+def threads_option():
+    return typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: one per core)")
+
+
+def device_option():
+    return typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")

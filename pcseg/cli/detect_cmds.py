@@ -12,6 +12,8 @@ from typing import Optional
 import typer
 
 from ..errors import BadInputError, UsageError
+from .common import device_option, json_option, quiet_option, threads_option
+from .ui import note
 
 FRAME_SUFFIXES = (".bin", ".ply", ".las", ".laz", ".npy", ".pcd", ".txt")
 FORMATS = ("kitti", "json", "ply")
@@ -107,10 +109,19 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("kitti", "--format", "-f", help="kitti (label_2 lines with scores), json, or ply (frame with box_id)"),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (one frame) or folder (several); default stdout"),
         score_thresh: float = typer.Option(0.3, "--score-thresh", help="keep boxes scoring at least this"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch"),
+        png: Optional[Path] = typer.Option(None, "--png", help="also draw a top view with the boxes to this PNG "
+                                           "(a folder of <frame>_boxes.png with several frames)"),
+        device: str = device_option(),
+        threads: Optional[int] = threads_option(),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
-        """3D boxes (Car, Pedestrian, Cyclist) in lidar frames with a focal sparse conv detector."""
+        """3D boxes (Car, Pedestrian, Cyclist) in lidar frames with a focal sparse conv detector.
+
+        With --json, stdout carries one JSON object per frame (its boxes included); result files are then
+        written only where -o says."""
+        import time
+
         if fmt not in FORMATS:
             raise UsageError(f"--format is one of {', '.join(FORMATS)}")
         if not 0.0 <= score_thresh <= 1.0:
@@ -118,16 +129,22 @@ def register(app: typer.Typer) -> None:
         paths = _expand_frames(frames)
         if calib is not None and not calib.exists():
             raise BadInputError("no such calibration file or folder", str(calib))
-        import torch
-
         from ..engine.detect import detect_points, load_detector, load_frame
+        from ..engine.runtime import resolve_device, set_threads
         from ..io import write
         from ..io.kitti import Calibration
 
-        if threads:
-            torch.set_num_threads(threads)
-        net, _ = load_detector(model, device)
+        set_threads(threads)
+        if png is not None:
+            from ..engine.render import require_pillow
+
+            require_pillow()
+        net, card = load_detector(model, resolve_device(device))
+        many = len(paths) > 1
+        if png is not None and many:
+            png.mkdir(parents=True, exist_ok=True)
         for src in paths:
+            t0 = time.perf_counter()
             data = sys.stdin.buffer.read() if src == "-" else None
             points = load_frame(src, data)
             cal = None
@@ -140,14 +157,26 @@ def register(app: typer.Typer) -> None:
             if cal is not None and fmt == "kitti" and len(det):
                 # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
                 det = det.subset(cal.fov_mask(det.boxes[:, :3]))
-            dest = _output_path(output, src, fmt, len(paths) > 1)
-            result = format_detections(det, fmt, _frame_id(src), cal, points)
-            if fmt == "ply":
-                write(result, dest, format="ply")
-            else:
-                _write_text(dest, result)
-            if dest != "-":
-                typer.echo(f"{_frame_id(src)}: {len(det)} boxes -> {dest}", err=True)
+            dest = None if (json_out and output is None) else _output_path(output, src, fmt, many)
+            if dest is not None:
+                result = format_detections(det, fmt, _frame_id(src), cal, points)
+                if fmt == "ply":
+                    write(result, dest, format="ply")
+                else:
+                    _write_text(dest, result)
+            if png is not None:
+                from ..engine.render import render_boxes_top, save_png
+
+                picture = png / f"{_frame_id(src)}_boxes.png" if many else png
+                r = card.get("point_range")  # KITTI frames reach far: draw the detector's range, not every point
+                extent = (r[0], r[1], r[3], r[4]) if r is not None and len(r) == 6 else None
+                save_png(render_boxes_top(points, det.boxes, det.names, det.scores, extent=extent), picture)
+            if json_out:
+                summary = json.loads(format_detections(det, "json", _frame_id(src)))
+                typer.echo(json.dumps({"input": src, "output": dest, "frame": _frame_id(src), "count": len(det),
+                                       "seconds": round(time.perf_counter() - t0, 3), "boxes": summary["boxes"]}))
+            elif dest != "-" and not quiet:
+                note(f"{_frame_id(src)}: {len(det)} boxes -> {dest}")
 
     @app.command("eval-detect")
     def eval_detect(
@@ -165,8 +194,8 @@ def register(app: typer.Typer) -> None:
 
 def train_detect(overrides: list[str], config: str | None = None, data: list[str] | None = None,
                  val: list[str] | None = None, max_steps: int | None = None, epochs: int | None = None,
-                 run_dir: Path = Path("runs/train"), device: str = "cpu", resume: bool = False,
-                 seed: int | None = None, quiet: bool = False) -> None:
+                 run_dir: Path = Path("runs/train"), device: str = "auto", resume: bool = False,
+                 seed: int | None = None, quiet: bool = False, json_out: bool = False) -> None:
     """`pcseg train --task detect`: ``--data`` is a KITTI ``training/`` folder, ``--val`` frame ids held out
     (default 004139), ``key=value`` overrides of :class:`pcseg.engine.detect.DetectTrainConfig`
     (``synthetic_steps=200 steps=2000 model_options.focal=false`` ...). ``--max-steps`` caps the KITTI steps."""
@@ -200,6 +229,8 @@ def train_detect(overrides: list[str], config: str | None = None, data: list[str
             typer.echo(f"step {step}/{total} loss {loss:.3f}", err=True)
 
     result = train_detector(cfg, run_dir, resume=resume, progress=progress)
+    if json_out:
+        typer.echo(json.dumps(result, default=str))
     if not quiet:
         m = result["metrics"].get("mean_3d_R40_moderate") if result["metrics"] else None
         msg = f"{result['step']} steps; checkpoints in {run_dir}"

@@ -1,13 +1,14 @@
 """`pcseg distill`: SRKD knowledge distillation from a frozen teacher checkpoint into a small student."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..errors import UsageError
-from .common import check_not_input
+from .common import check_not_input, device_option, json_option, quiet_option, threads_option
 from .train_cmds import load_config, run_training, training_overrides
 from .ui import note
 
@@ -28,13 +29,19 @@ def register(app: typer.Typer) -> None:
         max_steps: Optional[int] = typer.Option(None, "--max-steps"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
         run_dir: Path = typer.Option(Path("runs/distill"), "--run-dir", help="where metrics.jsonl and checkpoints go"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir exactly where it stopped"),
         seed: Optional[int] = typer.Option(None, "--seed"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        device: str = device_option(),
+        threads: Optional[int] = threads_option(),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Distill a large segmentation model into a small one (SRKD: KD + relation + channel + cross-sample losses)."""
         from ..engine.distill import DistillConfig, Distiller
+        from ..engine.runtime import set_threads
+
+        set_threads(threads)
+        quiet = quiet or json_out
 
         if teacher is None and not resume:
             raise UsageError("pass --teacher: the model to distill (e.g. kpconv-als)")
@@ -58,7 +65,15 @@ def register(app: typer.Typer) -> None:
         best = run_dir / "best.safetensors"
         written = finish(distiller.teacher, list(distiller.cfg.val), best if best.exists() else run_dir / "last.safetensors",
                          output, baseline, votes, lambda m: note(m, quiet))
-        typer.echo(str(written))
+        if json_out:
+            from ..models.checkpoint import read_card
+
+            card = read_card(written)
+            typer.echo(json.dumps({"output": str(written), "params": card.get("params"),
+                                   "params_ratio": card.get("params_ratio"), "comparison": card.get("comparison"),
+                                   "speed_ratio": card.get("speed_ratio")}))
+        else:
+            typer.echo(str(written))
 
 
 def finish(teacher, files: list[str], student: Path, output: Path, baseline: str | None, votes: int, echo) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,7 @@ import numpy as np
 import typer
 
 from ..errors import UsageError
-from .common import FORMAT_HELP, check_not_input, in_format, out_format
+from .common import FORMAT_HELP, check_not_input, in_format, json_option, out_format, quiet_option
 from .ui import err, note, progress
 
 LABEL_FIELDS = ("classification", "class", "label", "labels", "semantic", "scalar_classification")
@@ -95,9 +96,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def info(
         files: list[str] = typer.Argument(..., help="point cloud files (or - for stdin)"),
-        json_out: bool = typer.Option(False, "--json", help="one JSON object per input on stdout"),
         format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
         columns: Optional[str] = typer.Option(None, "--columns", help="column spec for .bin/.npy/text, e.g. x,y,z,intensity,class"),
+        json_out: bool = json_option(),
     ):
         """Points, bounds, fields and dtypes, CRS and class histogram of point cloud files."""
         from ..io import read
@@ -119,15 +120,23 @@ def register(app: typer.Typer) -> None:
         out_fmt: Optional[str] = typer.Option(None, "--out-format", help="force the output format"),
         columns: Optional[str] = typer.Option(None, "--columns", help="column spec for .bin/.npy/text input"),
         force: bool = typer.Option(False, "--force", help="allow writing over the input file"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Convert between formats, losslessly where the formats allow (says which fields a format cannot hold)."""
         from ..io import read, write
 
+        if output == "-" and json_out:
+            raise UsageError("--json and -o - both use stdout; write the cloud to a file or drop --json")
+        t0 = time.perf_counter()
         check_not_input([src], output, force)
         cloud = read(src, in_format(src, format, in_fmt), columns=columns)
-        for n in write(cloud, output, out_format(output, format, out_fmt)):
-            note(n, quiet)
+        notes = write(cloud, output, out_format(output, format, out_fmt))
+        for n in notes:
+            note(n, quiet or json_out)
+        if json_out:
+            typer.echo(json.dumps({"input": src, "output": output, "points": len(cloud), "fields": list(cloud.fields),
+                                   "notes": notes, "seconds": round(time.perf_counter() - t0, 3)}))
 
     @app.command()
     def subsample(
@@ -139,7 +148,8 @@ def register(app: typer.Typer) -> None:
         out_fmt: Optional[str] = typer.Option(None, "--out-format"),
         columns: Optional[str] = typer.Option(None, "--columns"),
         force: bool = typer.Option(False, "--force", help="allow writing over the input file"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Grid subsampling (KPConv §3.3): one point per cell at the barycentre, fields averaged, labels by majority."""
         from ..geometry import subsample_cloud
@@ -147,12 +157,19 @@ def register(app: typer.Typer) -> None:
 
         if cell <= 0:
             raise UsageError(f"--cell must be positive, got {cell}")
+        if output == "-" and json_out:
+            raise UsageError("--json and -o - both use stdout; write the cloud to a file or drop --json")
+        t0 = time.perf_counter()
         check_not_input([src], output, force)
         cloud = read(src, in_format(src, format, in_fmt), columns=columns)
         sub, _ = subsample_cloud(cloud, cell)
-        for n in write(sub, output, out_format(output, format, out_fmt)):
-            note(n, quiet)
-        note(f"{len(cloud):,} -> {len(sub):,} points (cell {cell})", quiet)
+        notes = write(sub, output, out_format(output, format, out_fmt))
+        for n in notes:
+            note(n, quiet or json_out)
+        note(f"{len(cloud):,} -> {len(sub):,} points (cell {cell})", quiet or json_out)
+        if json_out:
+            typer.echo(json.dumps({"input": src, "output": output, "points": len(cloud), "subsampled_points": len(sub),
+                                   "cell": cell, "notes": notes, "seconds": round(time.perf_counter() - t0, 3)}))
 
     @app.command()
     def tile(
@@ -163,7 +180,8 @@ def register(app: typer.Typer) -> None:
         format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
         out_fmt: Optional[str] = typer.Option(None, "--out-format", help="format of the sphere files (default: the input's)"),
         columns: Optional[str] = typer.Option(None, "--columns"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Cover a cloud with overlapping spheres and write each as a file, plus index.json."""
         from ..geometry import covering_centers, points_in_spheres
@@ -183,6 +201,7 @@ def register(app: typer.Typer) -> None:
         ext = {"bin": "bin", "txt": "txt"}.get(fmt, fmt)
         index = {"source": src, "radius": radius, "coverage": coverage, "points": len(cloud), "spheres": []}
         width = max(4, len(str(len(centers))))
+        quiet = quiet or json_out
         with progress("writing spheres", len(centers), quiet) as advance:
             for i, (c, idx) in enumerate(zip(centers, members)):
                 name = f"{stem}_sphere_{i:0{width}d}.{ext}"
@@ -191,3 +210,6 @@ def register(app: typer.Typer) -> None:
                 advance()
         atomic_write(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=1).encode()))
         note(f"{len(centers)} spheres of radius {radius} written to {out_dir}", quiet)
+        if json_out:
+            typer.echo(json.dumps({"input": src, "output": str(out_dir), "points": len(cloud),
+                                   "spheres": len(centers), "radius": radius}))

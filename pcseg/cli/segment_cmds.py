@@ -1,6 +1,7 @@
 """`pcseg segment`, `pcseg eval` and the shipped-model commands `models list` / `models info`."""
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -10,7 +11,8 @@ from typing import Optional
 import typer
 
 from ..errors import BadInputError, UsageError
-from .common import FORMAT_HELP, check_not_input, in_format, out_format
+from .common import (FORMAT_HELP, check_not_input, device_option, in_format, json_option, out_format, quiet_option,
+                     threads_option)
 from .ui import err, note, progress
 
 
@@ -63,6 +65,83 @@ def _print_summary(s: dict) -> None:
     err.print(line)
 
 
+def _segment_one(ck, src: str, dest: str | None, opts, fmt: dict, progress=None) -> dict:
+    from ..engine.segment import segment_file
+
+    return segment_file(ck, src, dest, opts, in_format(src, fmt["format"], fmt["in"]),
+                        out_format(dest, fmt["format"], fmt["out"]) if dest else None, progress=progress)
+
+
+# --jobs: worker processes, each with its own model and its share of the threads.
+_worker: dict = {}
+
+
+def _worker_init(model: str, device: str, threads: int) -> None:
+    from ..engine.runtime import configure_allocator, set_threads
+    from ..models import zoo
+
+    configure_allocator()
+    set_threads(threads)
+    _worker["ck"] = zoo.load(model, device)
+
+
+def _worker_run(job: tuple) -> tuple[str, dict | None, str | None, int]:
+    """(input, summary, error message, exit code); errors are per file, so one bad tile stops nothing."""
+    from ..errors import PcsegError
+
+    src, dest, opts, fmt = job
+    try:
+        return src, _segment_one(_worker["ck"], src, dest, opts, fmt), None, 0
+    except PcsegError as e:
+        return src, None, str(e), e.exit_code
+    except MemoryError:
+        return src, None, f"{src}: out of memory; process a smaller file or fewer points at once", 1
+    except Exception as e:  # an internal failure of one file: reported, the others go on
+        return src, None, f"{src}: internal error: {type(e).__name__}: {e}", 1
+
+
+def _run_many(jobs_list: list, model: str, device: str, threads: int | None, jobs: int, quiet: bool,
+              report) -> list[tuple[str, int]]:
+    """Segment several files, in ``jobs`` worker processes when asked; failures are reported per file and
+    returned as (input, exit code). Summaries come in input order."""
+    failures = []
+    if jobs == 1 or len(jobs_list) <= 1:
+        from ..engine.runtime import set_threads
+
+        set_threads(threads)
+        _worker_init_loaded(model, device)
+        results = map(_worker_run, jobs_list)
+        pool = None
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        share = max(1, (threads or os.cpu_count() or 1) // jobs)
+        # spawn: a fresh interpreter per worker (torch's thread pools do not survive fork)
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(jobs_list)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(model, device, share))
+        results = pool.map(_worker_run, jobs_list)
+    try:
+        with progress("segmenting", len(jobs_list), quiet) as advance:
+            for src, summary, error, code in results:
+                if error is None:
+                    report(summary)
+                else:
+                    err.print(f"pcseg: error: {error}", markup=False, highlight=False)
+                    failures.append((src, code))
+                advance()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return failures
+
+
+def _worker_init_loaded(model: str, device: str) -> None:
+    from ..models import zoo
+
+    _worker["ck"] = zoo.load(model, device)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def segment(
@@ -70,7 +149,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", "-m", help="shipped model name (pcseg models list) or checkpoint path"),
         output: Optional[str] = typer.Option(None, "-o", "--output", help="output file (or - for stdout); one input only"),
         out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="folder for outputs named <input>_seg.<ext>"),
-        votes: int = typer.Option(3, "--votes", help="test-time rotations about z averaged per point"),
+        votes: int = typer.Option(3, "--votes", min=1, help="test-time rotations about z averaged per point"),
         confidence: bool = typer.Option(False, "--confidence", help="also write the top class probability"),
         proba: bool = typer.Option(False, "--proba", help="also write prob_<class> for every class"),
         as_classification: bool = typer.Option(False, "--as-classification",
@@ -87,7 +166,12 @@ def register(app: typer.Typer) -> None:
                                   "AVX-512 BF16 and on recent GPUs; labels may differ on a few points)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
         no_write: bool = typer.Option(False, "--no-write", help="only report (with --eval); write no output"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+        png: Optional[Path] = typer.Option(None, "--png", help="also draw the result (top view, class colours) to "
+                                           "this PNG; with several inputs, a folder for <input>_seg.png"),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes for several inputs, each with "
+                                 "its share of --threads"),
+        skip_existing: bool = typer.Option(False, "--skip-existing",
+                                           help="leave inputs whose output already exists (reruns resume a batch)"),
         batch_points: int = typer.Option(60_000, "--batch-points", help="points per forward pass"),
         tile_points: int = typer.Option(5_000_000, "--tile-points",
                                         help="LAS/LAZ inputs with more points are processed in tiles of about this many "
@@ -96,17 +180,16 @@ def register(app: typer.Typer) -> None:
         in_fmt: Optional[str] = typer.Option(None, "--in-format"),
         out_fmt: Optional[str] = typer.Option(None, "--out-format"),
         force: bool = typer.Option(False, "--force", help="allow writing over the input file"),
-        json_out: bool = typer.Option(False, "--json", help="one JSON object per input on stdout"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        device: str = device_option(),
+        threads: Optional[int] = threads_option(),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Segment clouds with a model: labels written back into a copy of each input (KPConv/SALA voting)."""
-        import torch
-
-        from ..engine.segment import segment_file
+        from ..engine.options import SegmentOptions
+        from ..engine.runtime import resolve_device, set_threads
         from ..models import zoo
 
-        if votes < 1:
-            raise UsageError("--votes must be at least 1")
         heights = None
         if vegetation_heights is not None:
             try:
@@ -116,15 +199,28 @@ def register(app: typer.Typer) -> None:
             if len(heights) != 2:
                 raise UsageError(f"--vegetation-heights takes two numbers LOW,MEDIUM, not {vegetation_heights!r}")
         files = _expand_inputs(inputs)
-        if output is not None and len(files) > 1:
+        many = len(files) > 1
+        if output is not None and many:
             raise UsageError("-o names one output; with several inputs use --out-dir")
         if output == "-" and json_out:
             raise UsageError("--json and -o - both use stdout; write the cloud to a file or drop --json")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device cuda asked but no CUDA device is available; use --device cpu")
+        if "-" in files and jobs > 1:
+            raise UsageError("--jobs reads files; stdin (-) is one input")
+        device = resolve_device(device)
+        if png is not None:
+            from ..engine.render import require_pillow
+
+            require_pillow()  # before any heavy work: one line on how to install it
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-        ck = zoo.load(model, device)
+        if png is not None and many:
+            png.mkdir(parents=True, exist_ok=True)
+        opts = SegmentOptions(votes=votes, device=device, confidence=confidence, proba=proba,
+                              as_classification=as_classification, eval_field=eval_field, batch_points=batch_points,
+                              tile_points=tile_points, vegetation_heights=heights, region_scale=region_scale,
+                              bf16=bf16)
+        fmt = {"format": format, "in": in_fmt, "out": out_fmt}
+        jobs_list, skipped = [], []
         for src in files:
             if no_write:
                 dest = None
@@ -136,19 +232,40 @@ def register(app: typer.Typer) -> None:
                 dest = _default_output(src, out_dir)
             if dest is not None:
                 check_not_input([src], dest, force)
-            with progress(f"segmenting {Path(src).name}", None, quiet or json_out or dest == "-") as advance:
-                summary = segment_file(ck, src, dest, in_format(src, format, in_fmt),
-                                       out_format(dest, format, out_fmt) if dest else None, votes=votes,
-                                       device=device, confidence=confidence, with_proba=proba,
-                                       as_classification=as_classification, eval_field=eval_field,
-                                       batch_points=batch_points, tile_points=tile_points, progress=advance,
-                                       vegetation_heights=heights, region_scale=region_scale, bf16=bf16)
+            if skip_existing and dest not in (None, "-") and os.path.exists(dest):
+                skipped.append((src, dest))
+                continue
+            picture = None
+            if png is not None:
+                picture = str(png / (Path(src).stem + "_seg.png")) if many else str(png)
+            jobs_list.append((src, dest, dataclasses.replace(opts, png=picture), fmt))
+
+        def report(summary: dict) -> None:
             for n in summary.pop("notes", []):
                 note(n, quiet or json_out)
             if json_out:
                 typer.echo(json.dumps(summary))
             elif not quiet:
                 _print_summary(summary)
+
+        for src, dest in skipped:
+            note(f"{src}: {dest} exists, skipped (--skip-existing)", quiet or json_out)
+            if json_out:
+                typer.echo(json.dumps({"input": src, "output": dest, "skipped": True}))
+        if not many:  # one input: its errors are the command's errors
+            if jobs_list:
+                set_threads(threads)
+                ck = zoo.load(model, device)
+                src, dest, o, _ = jobs_list[0]
+                with progress(f"segmenting {Path(src).name}", None, quiet or json_out or dest == "-") as advance:
+                    report(_segment_one(ck, src, dest, o, fmt, progress=advance))
+            return
+        failures = _run_many(jobs_list, model, device, threads, jobs, quiet or json_out, report)
+        done = len(jobs_list) - len(failures)
+        note(f"{done} of {len(files)} inputs segmented" + (f", {len(skipped)} skipped" if skipped else "")
+             + (f", {len(failures)} failed" if failures else ""), quiet or json_out)
+        if failures:
+            raise typer.Exit(max(code for _, code in failures))
 
     @app.command("eval")
     def eval_cmd(

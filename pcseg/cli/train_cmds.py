@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .common import parse_key_values
+from .common import device_option, json_option, parse_key_values, quiet_option, threads_option
 from .ui import err, note, show_progress
 
 
@@ -25,12 +25,14 @@ def register(app: typer.Typer) -> None:
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many optimizer steps"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
         run_dir: Path = typer.Option(Path("runs/train"), "--run-dir", help="where metrics.jsonl and checkpoints go"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir exactly where it stopped"),
         task: str = typer.Option("segment", "--task", help="segment or detect"),
         seed: Optional[int] = typer.Option(None, "--seed"),
         list_presets: bool = typer.Option(False, "--list-presets", help="print the presets and their sources"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        device: str = device_option(),
+        threads: Optional[int] = threads_option(),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Train a segmentation model on labelled clouds (presets give the papers' settings)."""
         from ..engine.presets import PRESETS
@@ -40,13 +42,17 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{name}: {p['model']} {json.dumps(p['model_options'])}, features {','.join(p['features'])}, "
                            f"dl0 {p['dl0']}, spheres {p['sphere_radius']} m\n    source: {p['source']}")
             return
+        from ..engine.runtime import set_threads
+
+        set_threads(threads)
         if task == "detect":
             try:
                 from .detect_cmds import train_detect
             except ImportError:
                 raise UsageError("detection training is not available in this installation") from None
             return train_detect(overrides=overrides or [], config=config, data=data, val=val, max_steps=max_steps,
-                                epochs=epochs, run_dir=run_dir, device=device, resume=resume, seed=seed, quiet=quiet)
+                                epochs=epochs, run_dir=run_dir, device=device, resume=resume, seed=seed,
+                                quiet=quiet or json_out, json_out=json_out)
         if task != "segment":
             raise UsageError("--task is segment or detect")
         from ..engine.train import Trainer, TrainConfig
@@ -56,11 +62,14 @@ def register(app: typer.Typer) -> None:
         if features:
             extra["features"] = [c.strip() for c in features.split(",") if c.strip()]
         cfg = load_config(TrainConfig, config, extra, run_dir, resume and config is None and not data)
+        quiet = quiet or json_out
         trainer = Trainer(cfg, run_dir, resume=resume, quiet=quiet, echo=lambda m: note(m, quiet))
         note(f"{cfg.model} {trainer.params:,} parameters; {sum(len(c) for c in trainer.train_clouds):,} training "
              f"points at dl0 {cfg.dl0}; batches of ~{trainer.sampler.point_budget:,} points; neighbour limits "
              f"{trainer.spec.neighbor_limits}; {trainer.total_steps()} steps", quiet)
-        run_training(trainer, run_dir, quiet)
+        result = run_training(trainer, run_dir, quiet)
+        if json_out and trainer.dist.main:
+            typer.echo(json.dumps(result))
         if trainer.dist.world > 1:
             import torch.distributed as dist
 

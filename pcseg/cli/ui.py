@@ -6,7 +6,7 @@ import sys
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line (logs, pipelines)
 
 
 def note(message: str, quiet: bool = False) -> None:

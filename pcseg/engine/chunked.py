@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.features import FeatureStats, fill_local_features, make_features, parse_channels
 from ..geometry import grid_subsample
@@ -27,6 +26,7 @@ from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
 from .infer import softmax, vote_logits
+from .options import SegmentOptions
 
 CHUNK = 1_000_000
 
@@ -54,10 +54,8 @@ def _stats_pass(path: str, channels: tuple[str, ...]):
     return n, lo, hi, stats
 
 
-def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, new_fields, votes: int = 3,
-                        device: str | torch.device = "cpu", batch_points: int = 60_000, tile_points: int = 3_000_000,
-                        want_proba: bool = False, truth=None, progress=None, heights=None,
-                        region_scale: float | None = None, bf16: bool = False) -> dict:
+def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, new_fields, opts: SegmentOptions,
+                        truth=None, progress=None, heights=None) -> dict:
     """Segment a LAS/LAZ file tile by tile and write ``dest``.
 
     ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
@@ -69,7 +67,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     card, model = ck.card, ck.model
     channels = parse_channels(card["features"])
     dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
-    region_scale = region_scale or float(card.get("region_scale", 1.0))
+    region_scale = opts.region_scale or float(card.get("region_scale", 1.0))
+    tile_points = opts.tile_points
     num_classes = len(card["classes"]["names"])
     spec = model.pyramid_spec
     if card.get("neighbor_limits"):
@@ -108,7 +107,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
                 h.close()
         labels = np.lib.format.open_memmap(scratch / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
         proba = (np.lib.format.open_memmap(scratch / "proba.npy", mode="w+", dtype=np.float32, shape=(n, num_classes))
-                 if want_proba else None)
+                 if opts.want_proba else None)
         height = (np.lib.format.open_memmap(scratch / "height.npy", mode="w+", dtype=np.float32, shape=(n,))
                   if heights is not None else None)
         for (i, j) in sorted(handles):
@@ -123,8 +122,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             # cells aligned on the whole cloud's corner, as the in-memory path aligns them
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
-            logits, _ = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, votes, device,
-                                    batch_points, region_scale=region_scale, bf16=bf16)
+            logits, _ = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
+                                    opts.device, opts.batch_points, region_scale=region_scale, bf16=opts.bf16)
             pick = sub.inverse[core]
             labels[idx[core]] = logits.argmax(axis=1)[pick]
             if height is not None:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from .runtime import resolve_device
+from .train import portable_card
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class DetectTrainConfig:
     checkpoint_every: int = 50
     time_limit: float | None = None   # seconds; the run stops cleanly (checkpoint written) when reached
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     init: str | None = None           # start from these weights (e.g. a pre-trained checkpoint)
 
     @classmethod
@@ -154,12 +156,12 @@ class _Data:
 
 
 def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict | None) -> dict:
-    return {"model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
-            "point_range": model.point_range, "voxel_size": model.voxel_size,
-            "training": {"kitti_frames": [f.frame_id for f in data.train], "held_out": [f.frame_id for f in data.val],
-                         "synthetic_steps": cfg.synthetic_steps, "steps": step,
-                         "config": dataclasses.asdict(cfg)},
-            "metrics": metrics or {}}
+    return portable_card({  # no folder of the machine it was trained on (the KITTI data folder)
+        "model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
+        "point_range": model.point_range, "voxel_size": model.voxel_size,
+        "training": {"kitti_frames": [f.frame_id for f in data.train], "held_out": [f.frame_id for f in data.val],
+                     "synthetic_steps": cfg.synthetic_steps, "steps": step, "config": dataclasses.asdict(cfg)},
+        "metrics": metrics or {}})
 
 
 def evaluate_frames(model, frames, score_thresh: float = 0.1) -> dict:
@@ -217,17 +219,14 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
     run = Path(run_dir)
     if run.exists() and any(run.iterdir()) and not resume:
         raise UsageError(f"run folder {run} is not empty: pass --resume to continue it or choose another folder")
-    distr = init_distributed(cfg.device)          # torchrun: one process per device, rank 0 writes
+    device = resolve_device(cfg.device)          # auto: CUDA when available
+    distr = init_distributed(device)              # torchrun: one process per device, rank 0 writes
     if distr.world > 1:
         import torch.distributed as dist
 
         dist.barrier()                            # every rank has checked the folder before rank 0 writes
-    device = cfg.device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda asked but no CUDA device is available; use --device cpu")
-        if distr.world > 1:
-            device = f"cuda:{distr.local_rank}"
+    if device.startswith("cuda") and distr.world > 1:
+        device = f"cuda:{distr.local_rank}"
     dev = torch.device(device)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

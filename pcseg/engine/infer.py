@@ -109,18 +109,25 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     return logit_sum.numpy() / weight_sum[:, None], len(centers)
 
 
+def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud):
+    """(pyramid spec with the card's neighbour caps, the cloud grid-subsampled at dl0 with its input channels):
+    what :func:`vote_logits` reads."""
+    card = ckpt.card
+    spec = ckpt.model.pyramid_spec
+    if card.get("neighbor_limits"):
+        spec = dataclasses.replace(spec, neighbor_limits=list(card["neighbor_limits"]))
+    feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"))
+    return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
+
+
 def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: str | torch.device = "cpu",
                    batch_points: int = 60_000, want_proba: bool = False, coverage: float = 0.7,
                    progress=None, region_scale: float | None = None, bf16: bool = False) -> Segmentation:
     """Segment a cloud with a loaded segmentation checkpoint."""
     t0 = time.perf_counter()
     card, model = ckpt.card, ckpt.model
-    dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
-    spec = model.pyramid_spec
-    if card.get("neighbor_limits"):
-        spec = dataclasses.replace(spec, neighbor_limits=list(card["neighbor_limits"]))
-    feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"))
-    sub = grid_subsample(cloud.xyz - cloud.origin, dl0, features=feats)
+    radius = float(card["sphere_radius"])
+    spec, sub = prepare_inputs(ckpt, cloud)
     mean_logits, n_spheres = vote_logits(model, spec, sub.points, sub.features, radius,
                                          len(card["classes"]["names"]), votes, device, batch_points, coverage,
                                          progress, region_scale or float(card.get("region_scale", 1.0)), bf16)

@@ -12,6 +12,8 @@ import ctypes
 import ctypes.util
 import sys
 
+from ..errors import UsageError
+
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
 
@@ -30,3 +32,36 @@ def configure_allocator() -> bool:
                                                            (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 256 << 20)))
     _done = ok
     return ok
+
+
+def resolve_device(spec: str) -> str:
+    """``--device`` as torch understands it: ``auto`` is CUDA when a device is available, else the CPU;
+    ``cpu``, ``cuda`` and ``cuda:N`` are checked against what the machine has."""
+    import re
+
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return spec
+    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if m is None:
+        raise UsageError(f"--device is auto, cpu, cuda or cuda:N, not {spec!r}")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {spec} asked but no CUDA device is available; use --device cpu (or auto)")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise UsageError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return spec
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op threads (default: torch's own choice, one per core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads is at least 1, not {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

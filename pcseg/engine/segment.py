@@ -12,6 +12,7 @@ from ..io import PointCloud, format_from_path, read, write
 from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
+from .options import SegmentOptions
 from .vegetation import asprs_codes, height_above_predicted_ground
 
 
@@ -115,33 +116,27 @@ def las_point_count(path: str) -> int:
         return 0  # the normal reader reports what is wrong with the file
 
 
-def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | None = None,
-                 out_format: str | None = None, votes: int = 3, device: str = "cpu", confidence: bool = False,
-                 with_proba: bool = False, as_classification: bool = False, eval_field: str | None = None,
-                 batch_points: int = 60_000, tile_points: int = 5_000_000, progress=None,
-                 vegetation_heights: tuple[float, float] | None = None, region_scale: float | None = None,
-                 bf16: bool = False) -> dict:
-    """Segment one file; returns the summary `--json` prints. LAS/LAZ files of more than ``tile_points``
+def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOptions,
+                 in_format: str | None = None, out_format: str | None = None, progress=None) -> dict:
+    """Segment one file; returns the summary `--json` prints. LAS/LAZ files of more than ``opts.tile_points``
     points written to LAS/LAZ are processed in tiles with bounded memory (:mod:`pcseg.engine.chunked`)."""
     t0 = time.perf_counter()
     fmt_in = in_format or (format_from_path(src) if src != "-" else None)
     fmt_out = out_format or (format_from_path(output) if output not in (None, "-") else None)
     if (src != "-" and output not in (None, "-") and fmt_in in ("las", "laz") and fmt_out in ("las", "laz")
-            and las_point_count(src) > tile_points):
-        return _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification,
-                              eval_field, batch_points, tile_points, progress, t0, vegetation_heights, region_scale,
-                              bf16)
+            and las_point_count(src) > opts.tile_points):
+        return _segment_large(ck, src, output, fmt_out, opts, progress, t0)
     cloud = read(src, in_format)
-    seg = segment_points(ck, cloud, votes=votes, device=device, batch_points=batch_points,
-                         want_proba=confidence or with_proba, progress=progress, region_scale=region_scale,
-                         bf16=bf16)
+    seg = segment_points(ck, cloud, votes=opts.votes, device=opts.device, batch_points=opts.batch_points,
+                         want_proba=opts.want_proba, progress=progress, region_scale=opts.region_scale,
+                         bf16=opts.bf16)
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, vegetation_heights)
+    split = vegetation_split(ck, opts.vegetation_heights)
     height = split_heights(ck, split, cloud.xyz, seg.labels)
-    summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": votes}
+    summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": opts.votes}
     if output is not None:
-        new = prediction_fields(cloud, ck, seg.labels, seg.proba, confidence, with_proba, as_classification, fmt_out,
-                                height, split)
+        new = prediction_fields(cloud, ck, seg.labels, seg.proba, opts.confidence, opts.proba,
+                                opts.as_classification, fmt_out, height, split)
         notes = write(cloud.with_fields(**new), output, out_format)
         summary["fields_written"] = list(new)
         summary["notes"] = notes
@@ -150,44 +145,65 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, in_format: str | 
     if split is not None and height is not None:
         codes = asprs_prediction(ck, seg.labels, height, split)
         summary["asprs_codes"] = {str(k): int(v) for k, v in zip(*np.unique(codes, return_counts=True))}
-    if eval_field is not None:
-        summary["metrics"] = evaluate(cloud, ck, seg.labels, eval_field)
+    if opts.eval_field is not None:
+        summary["metrics"] = evaluate(cloud, ck, seg.labels, opts.eval_field)
         if split is not None and height is not None and "ASPRS" in cmap.raw_kind:
-            summary["metrics_asprs"] = evaluate_asprs(cloud.fields[eval_field], codes)
+            summary["metrics_asprs"] = evaluate_asprs(cloud.fields[opts.eval_field], codes)
+    if opts.png:
+        codes = asprs_prediction(ck, seg.labels, height, split) if opts.as_classification else None
+        summary["png"] = draw_result(ck, cloud, seg.labels, codes, opts)
     seconds = time.perf_counter() - t0
     summary.update(seconds=round(seconds, 3), points_per_second=round(len(cloud) / seconds, 1),
                    subsampled_points=seg.sub_points, spheres=seg.spheres)
     return summary
 
 
-def _segment_large(ck, src, output, fmt_out, votes, device, confidence, with_proba, as_classification, eval_field,
-                   batch_points, tile_points, progress, t0, vegetation_heights=None, region_scale=None,
-                   bf16=False) -> dict:
+def draw_result(ck: Checkpoint, cloud: PointCloud, labels: np.ndarray, codes: np.ndarray | None,
+                opts: SegmentOptions) -> str:
+    """``--png``: the segmented cloud from above in the model's class colours, or in ASPRS colours when the
+    codes went into the classification (``codes``)."""
+    from .render import render_cloud, save_png
+
+    if codes is not None:
+        image = render_cloud(PointCloud(cloud.xyz, {"classification": codes}, dict(cloud.meta)), by="classification")
+    else:
+        image = render_cloud(PointCloud(cloud.xyz, {"class": labels}, dict(cloud.meta)), by="class",
+                             class_map=class_map_of(ck))
+    save_png(image, opts.png)
+    return opts.png
+
+
+def _segment_large(ck, src: str, output: str, fmt_out: str, opts: SegmentOptions, progress, t0: float) -> dict:
     from .chunked import segment_las_chunked
 
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, vegetation_heights)
+    split = vegetation_split(ck, opts.vegetation_heights)
 
     def fields(chunk, labels, proba, height):
-        return prediction_fields(chunk, ck, labels, proba, confidence, with_proba, as_classification, fmt_out,
-                                 height, split)
+        return prediction_fields(chunk, ck, labels, proba, opts.confidence, opts.proba, opts.as_classification,
+                                 fmt_out, height, split)
 
     def heights(xyz, labels):  # per tile, from the tile's own predictions (margin included)
         return split_heights(ck, split, xyz, labels)
 
     def truth(chunk):
-        if eval_field not in chunk.fields:
-            raise BadInputError(f"no field {eval_field!r} to evaluate against", src)
-        return cmap.encode(chunk.fields[eval_field])
+        if opts.eval_field not in chunk.fields:
+            raise BadInputError(f"no field {opts.eval_field!r} to evaluate against", src)
+        return cmap.encode(chunk.fields[opts.eval_field])
 
-    r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, votes, device, batch_points, tile_points,
-                            confidence or with_proba, truth if eval_field else None, progress,
-                            heights if split is not None else None, region_scale, bf16)
+    r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, opts, truth if opts.eval_field else None,
+                            progress, heights if split is not None else None)
     seconds = time.perf_counter() - t0
-    summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": votes,
+    summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": opts.votes,
                "classes": {n: int(c) for n, c in zip(cmap.names, r["counts"])}, "notes": r["notes"],
                "tiles": r["tiles"], "seconds": round(seconds, 3),
                "points_per_second": round(r["points"] / seconds, 1)}
-    if eval_field:
+    if opts.eval_field:
         summary["metrics"] = scores(r["confusion"], cmap.names)
+    if opts.png:  # the tiles are gone: draw from the written file
+        written = read(output)
+        name = "classification" if opts.as_classification else ("pred_class" if "pred_class" in written.fields
+                                                                 else "class")
+        values = written.fields[name]
+        summary["png"] = draw_result(ck, written, values, values if opts.as_classification else None, opts)
     return summary

@@ -32,6 +32,7 @@ from ..nn.losses import partial_cross_entropy
 from .infer import vote_logits
 from .metrics import confusion_matrix, scores
 from .presets import PRESETS
+from .runtime import resolve_device
 from .vegetation import default_split
 
 AUGMENTATIONS = {
@@ -79,7 +80,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # steps between saves of last.* (0: every epoch only)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"                # auto (CUDA when available), cpu, cuda, cuda:N
     amp: bool = True
     cache_dir: str | None = None
     source: str = ""
@@ -132,6 +133,17 @@ def portable_path(path: str) -> str:
     if sep and not os.path.isabs(path) and os.path.isabs(rest):
         return f"{head}:{portable_path(rest)}"
     return os.path.relpath(path) if os.path.isabs(path) else str(path)
+
+
+def portable_card(value):
+    """``value`` (a card or part of one) with every absolute path made portable (:func:`portable_path`)."""
+    if isinstance(value, dict):
+        return {k: portable_card(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_card(v) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or os.path.isabs(value.partition(":")[2])):
+        return portable_path(value)
+    return value
 
 
 _NOT_SETTINGS = {"data", "val", "source", "preset", "device", "cache_dir"}
@@ -187,13 +199,10 @@ class Trainer:
                  echo=None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda msg: None)
-        self.dist = init_distributed(cfg.device)
-        device = cfg.device
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise UsageError("--device cuda asked but no CUDA device is available; use --device cpu")
-            if self.dist.world > 1:
-                device = f"cuda:{self.dist.local_rank}"
+        device = resolve_device(cfg.device)  # auto: CUDA when available
+        self.dist = init_distributed(device)
+        if device.startswith("cuda") and self.dist.world > 1:
+            device = f"cuda:{self.dist.local_rank}"
         self.device = torch.device(device)
         if not cfg.data:
             raise UsageError("no training data: pass --data (files, globs, folders or synthetic:rooms)")
@@ -310,7 +319,7 @@ class Trainer:
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
         if not self.dist.main:
             return
-        card = self.card(metrics)
+        card = portable_card(self.card(metrics))  # nothing a user sees names a folder of this machine
         save_checkpoint(self.run_dir / "last.safetensors", self.model, card)
         if best:
             save_checkpoint(self.run_dir / "best.safetensors", self.model, card)

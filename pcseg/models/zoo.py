@@ -43,6 +43,10 @@ def resolve(model: str) -> tuple[Path, dict, str | None]:
 
 
 def load(model: str, device: str | torch.device = "cpu") -> Checkpoint:
+    if str(model).endswith(".pt2") and Path(model).is_file():  # a network written by `pcseg export`
+        from .export import load_exported
+
+        return load_exported(model, device)
     path, card, sha = resolve(model)
     ck = load_checkpoint(path, device=device, expect_sha256=sha)
     if sha is not None:  # shipped: the zoo card (with quality figures) is the richer one

@@ -1,0 +1,29 @@
+"""The settings of one `pcseg segment` run, gathered once by the CLI and read by the engine.
+
+:func:`pcseg.engine.segment.segment_file`, its tiled path and :func:`pcseg.engine.chunked.segment_las_chunked`
+take a :class:`SegmentOptions` instead of a dozen positional settings, so that a new setting is one field here
+and one read where it is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    votes: int = 3                                            # test-time rotations about z averaged per point
+    device: str = "cpu"                                       # a resolved device (engine.runtime.resolve_device)
+    confidence: bool = False                                  # write the top class probability
+    proba: bool = False                                       # write prob_<class> for every class
+    as_classification: bool = False                           # ASPRS codes into the LAS classification
+    eval_field: str | None = None                             # ground truth to score against
+    batch_points: int = 60_000                                # points per forward pass
+    tile_points: int = 5_000_000                              # LAS/LAZ inputs above this go tile by tile
+    vegetation_heights: tuple[float, float] | None = None     # low / medium vegetation upper heights (m)
+    region_scale: float | None = None                         # inference regions / training sphere radius
+    bf16: bool = False                                        # network in bfloat16
+    png: str | None = None                                    # also render a picture of the result here
+
+    @property
+    def want_proba(self) -> bool:
+        return self.confidence or self.proba
