@@ -84,3 +84,35 @@ def test_a_damaged_export_is_a_bad_input(tmp_path, capsys):
     assert main(["segment", EXAMPLE, "-m", str(tmp_path / "zip.pt2"), "-o", str(tmp_path / "y.laz")]) == 3
     err = capsys.readouterr().err
     assert "not a pcseg export" in err and "Traceback" not in err
+
+
+def test_onnx_export_runs_in_onnx_runtime(tmp_path, capsys):
+    """Optional extra `onnx`: the graph, run by ONNX Runtime on regions it was not traced on, gives the
+    original's logits."""
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "tiny.onnx"
+    assert main(["export", "sala-als-tiny", "-o", str(path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["check"]["runtime"] == "onnxruntime" and r["check"]["points"] > 10_000
+    assert r["check"]["max_abs_logit_diff"] < 1e-3 and r["check"]["labels_identical"] == 1.0
+    import onnx
+
+    card = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["pcseg_card"])
+    assert card["exported"]["format"] == "onnx" and card["classes"]["names"][0] == "ground"
+
+
+def test_onnx_without_the_extra_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_onnx(name, *a, **k):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    assert main(["export", "sala-als-tiny", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'pcseg[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

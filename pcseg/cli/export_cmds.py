@@ -21,14 +21,15 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "-o", "--output", help="model.pt2 (torch.export) or model.onnx"),
         input: Optional[Path] = typer.Option(None, "--input", "-i", help="a real cloud the network is traced on "
                                              "and checked against (default: the shipped example tile)"),
-        check: bool = typer.Option(True, "--check/--no-check", help="run the exported and the original network on "
-                                   "--input and report the largest logit difference"),
+        check: bool = typer.Option(True, "--check/--no-check", help="run the exported network (an .onnx with ONNX "
+                                   "Runtime, when installed) and the original on --input; report the largest logit "
+                                   "difference"),
         json_out: bool = json_option(),
         quiet: bool = quiet_option(),
     ):
         """Write the network of a segmentation model for deployment (pre- and post-processing stay pcseg's):
         `pcseg segment --model model.pt2` runs it through the same pipeline."""
-        from ..engine.export import compare, export_model
+        from ..engine.export import compare, compare_onnx, export_model
         from ..io import read
         from ..models import zoo
 
@@ -43,6 +44,14 @@ def register(app: typer.Typer) -> None:
         result = {"model": ck.name, "output": str(output), "bytes": output.stat().st_size}
         if check and output.suffix.lower() == ".pt2":
             result["check"] = {"input": source.name, **compare(ck, zoo.load(str(output)), cloud)}
+        elif check:
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                note("ONNX Runtime is not installed: the .onnx file is written but not checked "
+                     "(pip install 'pcseg[onnx]')", quiet or json_out)
+            else:
+                result["check"] = {"input": source.name, "runtime": "onnxruntime", **compare_onnx(ck, output, cloud)}
         if json_out:
             typer.echo(json.dumps(result))
         else:

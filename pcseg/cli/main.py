@@ -2,9 +2,16 @@
 time, so `pcseg --help`, `info`, `convert`, `subsample` and `tile` start fast."""
 from __future__ import annotations
 
-import importlib
 import os
-import sys
+
+# OpenMP threads that wait for work sleep instead of spinning. With spinning (libgomp's default) a process
+# sharing its cores with another one collapses: SALANet C=36, 15k points, 2 threads, one busy process beside
+# it, train step 2.5-12.7 s spinning vs 0.64-1.0 s passive (benchmarks/README.md). Read when torch loads
+# libgomp, so before any import of torch; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
 from typing import Optional
 
 import typer

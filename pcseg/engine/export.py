@@ -71,6 +71,19 @@ def compare(original: Checkpoint, exported: Checkpoint, cloud: PointCloud) -> di
             "seconds_original": round(t1 - t0, 3), "seconds_exported": round(t2 - t1, 3)}
 
 
+def compare_onnx(original: Checkpoint, path: str | Path, cloud: PointCloud) -> dict:
+    """The .onnx file run by ONNX Runtime against the original network, on regions of ``cloud`` other than the
+    ones it was traced on (three, not two)."""
+    import torch
+
+    _, batch = example_batch(original, cloud, regions=3)
+    with torch.inference_mode():
+        a = original.model.eval()(batch).numpy()
+    b = run_onnx(path, batch)
+    return {"points": int(len(a)), "max_abs_logit_diff": float(np.abs(a - b).max()),
+            "labels_identical": float((a.argmax(1) == b.argmax(1)).mean())}
+
+
 def run_onnx(path: str | Path, batch: StackedBatch) -> np.ndarray:
     """Logits of an exported .onnx on one batch, with ONNX Runtime (optional extra)."""
     try:
@@ -86,4 +99,4 @@ def run_onnx(path: str | Path, batch: StackedBatch) -> np.ndarray:
     return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
 
 
-__all__ = ["FORMATS", "compare", "example_batch", "export_model", "load_exported", "mean_logits", "run_onnx"]
+__all__ = ["FORMATS", "compare", "compare_onnx", "example_batch", "export_model", "load_exported", "mean_logits", "run_onnx"]

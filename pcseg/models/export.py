@@ -108,10 +108,21 @@ def export_onnx(ck: Checkpoint, spec: PyramidSpec, example: StackedBatch, path: 
         import onnx
     except ImportError:
         raise UsageError("ONNX export needs onnx and onnxscript: pip install 'pcseg[onnx]'") from None
+    import warnings
+
     program = trace(ck, spec, example)
-    with torch.no_grad():
-        onnx_program = torch.onnx.export(program, flat_inputs(example), dynamo=True,
-                                         input_names=input_names(spec.num_layers), output_names=["logits"])
+    import logging
+
+    log = logging.getLogger("torch.onnx")  # it logs every torchvision op it skips registering
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.onnx's deprecation notices are not the user's business
+            onnx_program = torch.onnx.export(program, flat_inputs(example), dynamo=True, verbose=False,
+                                             input_names=input_names(spec.num_layers), output_names=["logits"])
+    finally:
+        log.setLevel(level)
     model = onnx_program.model_proto
     card = export_card(ck, spec, "onnx")
     entry = model.metadata_props.add()
