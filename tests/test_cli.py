@@ -62,8 +62,15 @@ def test_convert_las_to_ply_reports_nothing_lost(tmp_path, capsys):
 
     v = PlyData.read(str(out))["vertex"]
     las = laspy.read(EXAMPLE)
-    assert np.array_equal(v["classification"], las.classification)
+    # as viewers read PLY (CloudCompare): scalar_<name> fields, 8-bit colours, the 16-bit ones kept beside them
+    assert np.array_equal(v["scalar_classification"], las.classification)
     assert np.allclose(v["x"], las.x, rtol=0, atol=1e-9)
+    assert v["red"].dtype == np.uint8 and np.array_equal(v["scalar_red_uint16"], las.red)
+    from pcseg.io import read
+
+    back = read(str(out))                      # and pcseg reads its own PLY back exactly
+    assert np.array_equal(back.fields["red"], las.red) and np.array_equal(back.fields["classification"],
+                                                                           las.classification)
 
 
 def test_convert_to_bin_says_what_is_dropped(tmp_path, capsys):

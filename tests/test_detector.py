@@ -204,8 +204,11 @@ def test_detect_command_formats(checkpoint, shared_data, tmp_path):
     assert r.exit_code == 0, r.output
     from plyfile import PlyData
 
-    v = PlyData.read(str(ply))["vertex"]
-    assert len(v["x"]) == 0 + len(np.fromfile(frame, np.float32)) // 4 and v["box_id"].max() < len(lines)
+    v = PlyData.read(str(ply))["vertex"]   # viewers' convention: fields as scalar_<name> (CloudCompare)
+    assert len(v["x"]) == 0 + len(np.fromfile(frame, np.float32)) // 4 and v["scalar_box_id"].max() < len(lines)
+    from pcseg.io import read
+
+    assert np.array_equal(read(str(ply)).fields["box_id"], np.asarray(v["scalar_box_id"]))
     # stdin
     with open(frame, "rb") as fh:
         r = runner.invoke(app(), ["detect", "-", "-m", str(checkpoint), "--score-thresh", "0.0"], input=fh.read())

@@ -13,7 +13,7 @@ from ..errors import UsageError
 from .common import FORMAT_HELP, check_not_input, in_format, json_option, out_format, quiet_option
 from .ui import err, note, progress
 
-LABEL_FIELDS = ("classification", "class", "label", "labels", "semantic", "scalar_classification")
+LABEL_FIELDS = ("classification", "class", "label", "labels", "semantic")
 
 
 def describe_cloud(path: str, cloud) -> dict:

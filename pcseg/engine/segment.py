@@ -9,6 +9,7 @@ import numpy as np
 from ..data.classmaps import ClassMap
 from ..errors import BadInputError, UsageError
 from ..io import PointCloud, format_from_path, read, write
+from ..io.las import las_point_count
 from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
@@ -104,16 +105,6 @@ def evaluate(cloud: PointCloud, ck: Checkpoint, labels: np.ndarray, field: str) 
         raise BadInputError(f"no value of field {field!r} is a known {cmap.raw_kind} of model {ck.name!r}",
                             cloud.meta.get("source"))
     return scores(confusion_matrix(labels, truth, cmap.num_classes), cmap.names)
-
-
-def las_point_count(path: str) -> int:
-    import laspy
-
-    try:
-        with laspy.open(path) as r:
-            return int(r.header.point_count)
-    except Exception:
-        return 0  # the normal reader reports what is wrong with the file
 
 
 def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOptions,

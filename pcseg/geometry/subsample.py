@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import BadInputError
+
 
 @dataclass
 class GridSubsample:
@@ -33,7 +35,9 @@ def _pack(cells: np.ndarray) -> np.ndarray:
     """Pack non-negative (N, 3) int64 cells into one int64 key per point (order-preserving in x, y, z)."""
     dims = cells.max(axis=0) + 1
     if np.prod(dims.astype(np.float64)) >= 2.0**62:
-        raise ValueError("grid too fine for this extent: choose a larger cell size")
+        # A cloud that spans thousands of km at a fine cell: almost always stray points of a damaged file.
+        raise BadInputError("the points span too large an extent for this cell size (points thousands of km "
+                            "apart?): remove the stray points or choose a larger cell")
     return (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
 
 

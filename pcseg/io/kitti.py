@@ -13,6 +13,7 @@ between the two frames is kept rather than using ``yaw = -(rotation_y + pi/2)``.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,8 @@ class Calibration:
                 values[key.strip()] = np.array(rest.split(), dtype=np.float64)
             except ValueError:
                 raise BadInputError(f"line {n}: {key.strip()} has non-numeric values", where) from None
+            if not np.isfinite(values[key.strip()]).all():
+                raise BadInputError(f"line {n}: {key.strip()} has NaN or infinite values", where)
         aliases = {"P2": ("P2",), "R0_rect": ("R0_rect", "R_rect"), "Tr_velo_to_cam": ("Tr_velo_to_cam", "Tr_velo_cam")}
         sizes = {"P2": 12, "R0_rect": 9, "Tr_velo_to_cam": 12}
         found = {}
@@ -185,6 +188,8 @@ def read_labels(path) -> list[KittiObject]:
             v = [float(x) for x in parts[1:]]
         except ValueError:
             raise BadInputError(f"line {n}: non-numeric value after the type", where) from None
+        if not all(math.isfinite(x) for x in v):
+            raise BadInputError(f"line {n}: a value is NaN or infinite", where)
         objects.append(KittiObject(
             type=parts[0], truncated=v[0], occluded=int(v[1]), alpha=v[2], bbox=np.array(v[3:7]),
             dimensions=np.array(v[7:10]), location=np.array(v[10:13]), rotation_y=v[13],

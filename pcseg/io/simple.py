@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 
 import numpy as np
@@ -25,10 +26,25 @@ def parse_columns(spec: str | list[str] | None, n: int, path: str) -> list[str]:
     return names
 
 
+def flat_fields(fields: dict, keep=()) -> dict[str, np.ndarray]:
+    """Fields with one value per point, for formats without per-point arrays: a field of n values per point (a
+    LAS extra-bytes array, a PCD COUNT n field) becomes ``<name>_0`` ... ``<name>_<n-1>`` (except ``keep``)."""
+    out = {}
+    for name, values in fields.items():
+        values = np.asarray(values)
+        if values.ndim > 1 and name not in keep:
+            flat = values.reshape(len(values), -1)
+            out.update({f"{name}_{k}": np.ascontiguousarray(flat[:, k]) for k in range(flat.shape[1])})
+        else:
+            out[name] = values
+    return out
+
+
 def _from_columns(table: np.ndarray, names: list[str], meta: dict, int_columns: set[str] = frozenset()):
     from .cloud import PointCloud
 
-    xyz = np.stack([table[:, names.index(c)] for c in ("x", "y", "z")], axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite coordinates are reported by read()
+        xyz = np.stack([table[:, names.index(c)] for c in ("x", "y", "z")], axis=1).astype(np.float64)
     fields = {}
     for i, name in enumerate(names):
         if name in ("x", "y", "z", "_"):
@@ -43,10 +59,15 @@ def read_bin(data: bytes, path: str, columns: int | str | None = None, labels: s
 
     ``labels``: a SemanticKITTI ``.label`` file (uint32 per point: semantic = low 16 bits, instance = high 16).
     """
-    ncol = 4 if columns is None else (int(columns) if str(columns).isdigit() else len(str(columns).split(",")))
-    names = KITTI_COLUMNS.get(ncol) if columns is None or str(columns).isdigit() else tuple(str(columns).split(","))
-    if names is None:
-        names = ("x", "y", "z") + tuple(f"col{i}" for i in range(3, ncol))
+    if columns is None or str(columns).strip().isdigit():
+        ncol = 4 if columns is None else int(columns)
+        if ncol < 3:
+            raise BadInputError(f"--columns {columns}: a .bin scan has at least 3 float32 columns (x, y, z)", path)
+        names = KITTI_COLUMNS.get(ncol) or ("x", "y", "z") + tuple(f"col{i}" for i in range(3, ncol))
+    else:
+        names = tuple(c.strip() for c in str(columns).split(","))
+        ncol = len(names)
+    names = parse_columns(list(names), ncol, path)  # the spec must name x, y and z
     if len(data) % (4 * ncol):
         raise BadInputError(f"size {len(data)} bytes is not a multiple of {ncol} float32 columns; the file is "
                             f"truncated or has another column count (use --columns)", path)
@@ -87,10 +108,34 @@ def write_bin(cloud, dest, path: str) -> list[str]:
     return notes
 
 
+def _check_npy_size(data: bytes, path: str) -> None:
+    """The array a .npy header declares must fit in the bytes after it: numpy allocates the declared array
+    before reading into it, so a damaged shape would otherwise cost its full size first."""
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(buf)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = read_header(buf)
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError and others for a malformed header
+        raise BadInputError(f"cannot read .npy data ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                            path) from None
+    need = math.prod(shape) * dtype.itemsize
+    if need > len(data) - buf.tell():
+        raise BadInputError(f"file is truncated: the header declares an array of shape {shape} ({need:,} bytes) but "
+                            f"{len(data) - buf.tell():,} bytes follow it", path)
+
+
+def _numeric(dt: np.dtype) -> bool:
+    return dt.kind in "iuf" and dt.shape == ()
+
+
 def read_npy(data: bytes, path: str, columns: str | None = None):
+    _check_npy_size(data, path)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         raise BadInputError(f"cannot read .npy data ({str(e).splitlines()[0] if str(e) else type(e).__name__})", path) from None
     if arr.dtype.names:  # structured array: fields by name
         from .cloud import PointCloud
@@ -99,9 +144,17 @@ def read_npy(data: bytes, path: str, columns: str | None = None):
         missing = [c for c in ("x", "y", "z") if c not in names]
         if missing:
             raise BadInputError(f"structured array has no {', '.join(missing)} field (found: {', '.join(names)})", path)
-        xyz = np.stack([arr[c].astype(np.float64) for c in ("x", "y", "z")], axis=1)
+        if arr.ndim != 1:
+            raise BadInputError(f"expected a one-dimensional structured array; got shape {arr.shape}", path)
+        odd = [f"{n} ({arr.dtype[n]})" for n in names if arr.dtype[n].base.kind not in "iufb"]
+        if odd or any(not _numeric(arr.dtype[c]) for c in ("x", "y", "z")):
+            raise BadInputError(f"structured array fields must be numbers; not: {', '.join(odd or ['x, y, z'])}", path)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite coordinates are reported by read()
+            xyz = np.stack([arr[c].astype(np.float64) for c in ("x", "y", "z")], axis=1)
         return PointCloud(xyz, {n: np.array(arr[n]) for n in names if n not in ("x", "y", "z")},
                           {"format": "npy", "npy_structured": True})
+    if not _numeric(arr.dtype):
+        raise BadInputError(f"expected an array of numbers; got {arr.dtype}", path)
     if arr.ndim != 2 or arr.shape[1] < 3:
         raise BadInputError(f"expected an (N, >=3) array or a structured array with x, y, z; got shape {arr.shape}", path)
     names = parse_columns(columns, arr.shape[1], path)
@@ -110,7 +163,8 @@ def read_npy(data: bytes, path: str, columns: str | None = None):
 
 def write_npy(cloud, dest, path: str) -> list[str]:
     """Writes a structured array (x, y, z float64 + every field with its dtype): nothing is lost."""
-    cols = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")] + [(n, np.asarray(v).dtype.str) for n, v in cloud.fields.items()]
+    cols = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")] + [(n, np.asarray(v).dtype.str, np.shape(v)[1:])
+                                                         for n, v in cloud.fields.items()]
     arr = np.empty(len(cloud), dtype=cols)
     for i, c in enumerate("xyz"):
         arr[c] = cloud.xyz[:, i]
@@ -129,11 +183,14 @@ def read_text(data: bytes, path: str, columns: str | None = None):
     text = data.decode("utf-8", errors="replace")
     lines = text.splitlines()
     header = None
-    while lines and (not lines[0].strip() or lines[0].lstrip().startswith(("#", "//"))
-                     or not all(_NUMBER.match(t) for t in re.split(r"[,\s;]+", lines[0].strip()))):
-        first = lines.pop(0).strip().lstrip("#/").strip()
+    skip = 0  # leading blank, comment and non-numeric lines; the first non-blank one may name the columns
+    while skip < len(lines) and (not lines[skip].strip() or lines[skip].lstrip().startswith(("#", "//"))
+                                 or not all(_NUMBER.match(t) for t in re.split(r"[,\s;]+", lines[skip].strip()))):
+        first = lines[skip].strip().lstrip("#/").strip()
         if first and header is None:
             header = [t.lower() for t in re.split(r"[,\s;]+", first) if t]
+        skip += 1
+    lines = lines[skip:]
     body = "\n".join(lines).replace(",", " ").replace(";", " ")
     try:
         flat = np.array(body.split(), dtype=np.float64)
@@ -147,17 +204,19 @@ def read_text(data: bytes, path: str, columns: str | None = None):
     table = flat.reshape(-1, ncol)
     names = parse_columns(columns if columns is not None else (header if header and len(header) == ncol else None),
                           ncol, path)
-    # Columns written as integers stay integers (labels, classes).
+    # Columns written as integers stay integers (labels, classes): whole numbers that float64 and int64 both
+    # hold exactly (below 2**53).
     ints = {n for i, n in enumerate(names) if n not in ("x", "y", "z")
-            and np.all(np.isfinite(table[:, i])) and np.all(table[:, i] == np.round(table[:, i]))}
+            and np.all(np.abs(table[:, i]) < 2.0**53) and np.all(table[:, i] == np.round(table[:, i]))}
     return _from_columns(table, names, {"format": "txt", "txt_columns": names}, ints)
 
 
 def write_text(cloud, dest, path: str) -> list[str]:
-    names = ["x", "y", "z"] + list(cloud.fields)
+    fields = flat_fields(cloud.fields)
+    names = ["x", "y", "z"] + list(fields)
     fmts = ["%.17g"] * 3
     cols = [cloud.xyz[:, 0], cloud.xyz[:, 1], cloud.xyz[:, 2]]
-    for v in cloud.fields.values():
+    for v in fields.values():
         v = np.asarray(v)
         fmts.append("%d" if v.dtype.kind in "iub" else "%.9g" if v.dtype == np.float32 else "%.17g")
         cols.append(v)
@@ -165,7 +224,9 @@ def write_text(cloud, dest, path: str) -> list[str]:
     out.write(" ".join(names) + "\n")
     if len(cloud):
         # Format column by column (vectorised), then join rows.
-        parts = [np.char.mod(f, c.astype(np.int64) if f == "%d" else c.astype(np.float64)) for f, c in zip(fmts, cols)]
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened; it is written as nan
+            parts = [np.char.mod(f, c.astype(np.int64) if f == "%d" else c.astype(np.float64))
+                     for f, c in zip(fmts, cols)]
         rows = parts[0]
         for p in parts[1:]:
             rows = np.char.add(np.char.add(rows, " "), p)
