@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
         frames: list[str] = typer.Argument(..., help="lidar frames: KITTI .bin (or ply/las/npy...), folders, - for a .bin on stdin"),
         model: str = typer.Option("focals-kitti", "--model", "-m", help="shipped model name or checkpoint file"),
         calib: Optional[Path] = typer.Option(None, "--calib", help="KITTI calib file (or folder of <frame>.txt): kitti output in the camera frame, boxes outside camera 2's view left out"),
+        image: Optional[Path] = typer.Option(None, "--image", help="camera image 2 (PNG, or a folder of <frame>.png) for a fusion model (Focals Conv-F); needs --calib"),
         fmt: str = typer.Option("kitti", "--format", "-f", help="kitti (label_2 lines with scores), json, or ply (frame with box_id)"),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (one frame) or folder (several); default stdout"),
         score_thresh: float = typer.Option(0.3, "--score-thresh", help="keep boxes scoring at least this"),
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = json_option(),
         quiet: bool = quiet_option(),
     ):
-        """3D boxes (Car, Pedestrian, Cyclist) in lidar frames with a focal sparse conv detector.
+        """3D boxes (Car, Pedestrian, Cyclist) in lidar frames with a focal sparse conv detector (a fusion model
+        also reads each frame's camera image: --image and --calib).
 
         With --json, stdout carries one JSON object per frame (its boxes included); result files are then
         written only where -o says."""
@@ -129,6 +131,10 @@ def register(app: typer.Typer) -> None:
         paths = _expand_frames(frames)
         if calib is not None and not calib.exists():
             raise BadInputError("no such calibration file or folder", str(calib))
+        if image is not None and not image.exists():
+            raise BadInputError("no such image file or folder", str(image))
+        if image is not None and len(paths) > 1 and not image.is_dir():
+            raise UsageError("with several frames, --image is a folder of <frame>.png (one image per frame)")
         from ..engine.detect import detect_points, load_detector, load_frame
         from ..engine.runtime import resolve_device, set_threads
         from ..io import write
@@ -140,6 +146,13 @@ def register(app: typer.Typer) -> None:
 
             require_pillow()
         net, card = load_detector(model, resolve_device(device))
+        if net.fusion and image is None:
+            raise UsageError(f"{model} fuses camera images (Focals Conv-F): give each frame's image with --image "
+                             "FRAME.png (or a folder of <frame>.png) and its calibration with --calib")
+        if net.fusion and calib is None:
+            raise UsageError(f"{model} fuses camera images: --image needs the frame's calibration too (--calib)")
+        if image is not None and not net.fusion:
+            raise UsageError(f"--image is for fusion models (model_options.fusion=true); {model} reads lidar only")
         many = len(paths) > 1
         if png is not None and many:
             png.mkdir(parents=True, exist_ok=True)
@@ -153,7 +166,15 @@ def register(app: typer.Typer) -> None:
                 if not cf.is_file():
                     raise BadInputError(f"no calibration for frame {_frame_id(src)}", str(cf))
                 cal = Calibration.from_file(cf)
-            det = detect_points(net, points, score_thresh)
+            pixels = None
+            if image is not None:
+                from ..io.image import read_image
+
+                pf = image / f"{_frame_id(src)}.png" if image.is_dir() else image
+                if not pf.is_file():
+                    raise BadInputError(f"no image for frame {_frame_id(src)}", str(pf))
+                pixels = read_image(pf)
+            det = detect_points(net, points, score_thresh, image=pixels, calib=cal)
             if cal is not None and fmt == "kitti" and len(det):
                 # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
                 det = det.subset(cal.fov_mask(det.boxes[:, :3]))
@@ -198,7 +219,9 @@ def train_detect(overrides: list[str], config: str | None = None, data: list[str
                  seed: int | None = None, quiet: bool = False, json_out: bool = False) -> None:
     """`pcseg train --task detect`: ``--data`` is a KITTI ``training/`` folder, ``--val`` frame ids held out
     (default 004139), ``key=value`` overrides of :class:`pcseg.engine.detect.DetectTrainConfig`
-    (``synthetic_steps=200 steps=2000 model_options.focal=false`` ...). ``--max-steps`` caps the KITTI steps."""
+    (``synthetic_steps=200 steps=2000 model_options.focal=false`` ...). ``--max-steps`` caps the KITTI steps.
+    ``model_options.fusion=true`` trains Focals Conv-F on the folder's ``image_2/<frame>.png`` as well (frames
+    without an image are left out, see :mod:`pcseg.engine.detect`)."""
     from ..engine.detect import DetectTrainConfig, saved_config, train_detector
     from .common import parse_key_values
 

@@ -1,6 +1,12 @@
 """Detection data: KITTI frames, a synthetic 64-beam lidar scene generator, and box-aware augmentation
 (ground-truth sampling, flip, rotation, scaling) applied consistently to points and boxes.
 
+For detectors that fuse camera images (Focals Conv-F, §3.3 "Feature alignment"), frames carry their image 2 and
+:func:`augment_with_image` keeps the image aligned with the augmented points: ground-truth sampling also pastes
+each object's image crop (its 2D label box) onto the image, and the flip / rotation / scaling are returned as the
+3x3 matrix that takes augmented coordinates back to the frame's (the paper reverses the recorded transformations
+before projecting; the images themselves are not transformed, supplementary A).
+
 Boxes are (B, 7) ``[x, y, z, dx, dy, dz, yaw]`` in the lidar frame (centre, see `pcseg.geometry.boxes`);
 points are (N, 4) float32 ``x, y, z, intensity``.
 """
@@ -14,11 +20,15 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..geometry.boxes import boxes_corners_bev, intersection_area_bev, points_in_boxes, wrap_angle
-from ..io.kitti import Calibration, KittiObject, difficulty_level, objects_to_lidar_boxes, read_labels, read_velodyne
+from ..io.image import read_image
+from ..io.kitti import (
+    DEFAULT_IMAGE_SIZE, Calibration, KittiObject, difficulty_level, objects_to_lidar_boxes, read_labels, read_velodyne,
+)
 
 __all__ = [
     "KittiFrame", "list_kitti_frames", "synthetic_scene", "scene_layout", "cast_rays", "SENSOR_HEIGHT",
-    "GtDatabase", "gt_sampling", "random_flip", "random_rotation", "random_scaling", "augment",
+    "GtDatabase", "gt_sampling", "paste_image_crops", "random_flip", "random_rotation", "random_scaling", "augment",
+    "augment_with_image",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -37,20 +47,26 @@ class KittiFrame:
     calib: Calibration
     difficulty: np.ndarray        # (B,) int64: 0 easy, 1 moderate, 2 hard, -1 none of them
     objects: list[KittiObject] = field(repr=False, default_factory=list)  # the labels, camera frame
+    image: np.ndarray | None = field(repr=False, default=None)            # (H, W, 3) uint8 image 2, if read
 
     @classmethod
-    def load(cls, root, frame_id: str, fov_only: bool = False) -> "KittiFrame":
+    def load(cls, root, frame_id: str, fov_only: bool = False, image: bool = False) -> "KittiFrame":
         """Read ``root/{velodyne,calib,label_2}/<frame_id>.*``. ``fov_only`` keeps the points seen by image 2,
-        the only part of the scan that KITTI labels (a frame without labels has no boxes)."""
+        the only part of the scan that KITTI labels (a frame without labels has no boxes). ``image`` also reads
+        ``image_2/<frame_id>.png`` when it exists (``self.image`` stays None otherwise); the field of view is then
+        that image's own size (KITTI's vary by a few pixels)."""
         root = Path(root)
         calib = Calibration.from_file(root / "calib" / f"{frame_id}.txt")
         points = read_velodyne(root / "velodyne" / f"{frame_id}.bin")
         label = root / "label_2" / f"{frame_id}.txt"
         objects = [o for o in read_labels(label) if o.type != "DontCare"] if label.is_file() else []
         boxes, names = objects_to_lidar_boxes(objects, calib)
+        png = root / "image_2" / f"{frame_id}.png"
+        pixels = read_image(png) if image and png.is_file() else None
         if fov_only:
-            points = points[calib.fov_mask(points[:, :3])]
-        return cls(frame_id, points, boxes, names, calib, difficulty_level(objects), objects)
+            size = (pixels.shape[1], pixels.shape[0]) if pixels is not None else DEFAULT_IMAGE_SIZE
+            points = points[calib.fov_mask(points[:, :3], size)]
+        return cls(frame_id, points, boxes, names, calib, difficulty_level(objects), objects, pixels)
 
 
 def list_kitti_frames(root) -> list[str]:
@@ -297,25 +313,37 @@ def synthetic_scene(rng: np.random.Generator, azimuth_steps: int = 2048, max_ran
 
 
 class GtDatabase:
-    """Objects cut out of frames (their box, class and the points inside) for ground-truth sampling."""
+    """Objects cut out of frames (their box, class and the points inside) for ground-truth sampling; with the
+    frame's image, also the image crop inside the object's 2D label box (Focals Conv §3.3: "we directly crop
+    objects in bounding boxes")."""
 
     def __init__(self):
         self.boxes: list[np.ndarray] = []
         self.names: list[str] = []
         self.points: list[np.ndarray] = []
+        self.crops: list[np.ndarray | None] = []        # (h, w, 3) uint8 pixels, None without an image
+        self.crop_boxes: list[np.ndarray | None] = []   # (4,) int64 x0, y0, x1, y1 (ends excluded) in the image
 
     def __len__(self) -> int:
         return len(self.names)
 
     def add_frame(self, points, boxes, names, min_points: int = 5, difficulty=None,
-                  classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")) -> None:
+                  classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist"), image=None, bbox_2d=None) -> None:
         """Store every object of ``classes`` with at least ``min_points`` points (and, when ``difficulty`` is
-        given, a KITTI difficulty other than -1)."""
+        given, a KITTI difficulty other than -1). With ``image`` (H, W, 3) and ``bbox_2d`` (B, 4) label boxes
+        (left, top, right, bottom pixels), each object's crop is stored too (pixels ``floor(left)`` to
+        ``ceil(right)``, ``floor(top)`` to ``ceil(bottom)``, clipped to the image)."""
         points = np.asarray(points, dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
         idx = points_in_boxes(points[:, :3], boxes)
         order = np.argsort(idx, kind="stable")
         starts = np.searchsorted(idx[order], np.arange(len(boxes) + 1))
+        if image is not None:
+            h, w = image.shape[:2]
+            b2 = np.asarray(bbox_2d, dtype=np.float64).reshape(-1, 4)
+            lo = np.clip(np.floor(b2[:, :2]), 0, [w, h]).astype(np.int64)
+            hi = np.clip(np.ceil(b2[:, 2:]), 0, [w, h]).astype(np.int64)
+            crop_boxes = np.concatenate([lo, hi], 1)
         for k, name in enumerate(names):         # loop over objects
             if name not in classes or (difficulty is not None and difficulty[k] < 0):
                 continue
@@ -324,30 +352,30 @@ class GtDatabase:
                 self.boxes.append(boxes[k].copy())
                 self.names.append(name)
                 self.points.append(points[mine].copy())
+                crop = None
+                if image is not None:
+                    x0, y0, x1, y1 = crop_boxes[k]
+                    crop = image[y0:y1, x0:x1].copy() if x1 > x0 and y1 > y0 else None
+                self.crops.append(crop)
+                self.crop_boxes.append(crop_boxes[k].copy() if crop is not None else None)
 
     @classmethod
     def from_frames(cls, frames, min_points: int = 5) -> "GtDatabase":
-        """From `KittiFrame`s (objects of unknown difficulty left out, as is usual for KITTI)."""
+        """From `KittiFrame`s (objects of unknown difficulty left out, as is usual for KITTI); frames that carry
+        an image give their objects' image crops."""
         db = cls()
         for f in frames:
-            db.add_frame(f.points, f.boxes, f.names, min_points, f.difficulty)
+            bbox_2d = np.array([o.bbox for o in f.objects]).reshape(-1, 4) if f.image is not None else None
+            db.add_frame(f.points, f.boxes, f.names, min_points, f.difficulty, image=f.image, bbox_2d=bbox_2d)
         return db
 
 
-def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Generator,
-                sample_counts: dict[str, int] | None = None, margin: float = 0.0):
-    """Ground-truth sampling (SECOND): paste database objects into the frame until each class has
-    ``sample_counts[class]`` objects. Candidates are drawn without replacement and kept only when their footprint
-    (grown by ``margin``) touches no existing or already pasted box; scene points inside a pasted box are removed
-    and the object's own points added. Objects keep their original position (and hence their sensor view).
-    Returns (points, boxes, names) with the pasted objects appended.
-    """
-    sample_counts = {"Car": 15, "Pedestrian": 10, "Cyclist": 10} if sample_counts is None else sample_counts
-    points = np.asarray(points, dtype=np.float32)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
-    names = list(names)
-    if len(database) == 0:
-        return points, boxes, names
+DEFAULT_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}   # objects per class after sampling
+
+
+def _choose_samples(boxes, names, database: GtDatabase, rng: np.random.Generator, sample_counts: dict[str, int],
+                    margin: float) -> list[int]:
+    """Database objects to paste (see :func:`gt_sampling`)."""
     db_names = np.array(database.names)
     all_boxes = list(boxes)
     chosen = []
@@ -364,9 +392,11 @@ def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Gener
             if all_boxes and float(intersection_area_bev(grown[None], np.array(all_boxes)).max()) > 0.0:
                 continue
             all_boxes.append(b)
-            chosen.append(k)
-    if not chosen:
-        return points, boxes, names
+            chosen.append(int(k))
+    return chosen
+
+
+def _paste_points(points, boxes, names, database: GtDatabase, chosen: list[int]):
     new_boxes = np.array([database.boxes[k] for k in chosen])
     outside = points_in_boxes(points[:, :3], new_boxes) < 0
     pasted = [database.points[k] for k in chosen]
@@ -376,20 +406,56 @@ def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Gener
     return out_points, np.concatenate([boxes, new_boxes]), names + [database.names[k] for k in chosen]
 
 
-def random_flip(points, boxes, rng: np.random.Generator, probability: float = 0.5):
-    """Mirror the scene about the x axis (y -> -y, yaw -> -yaw) with the given probability."""
+def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Generator,
+                sample_counts: dict[str, int] | None = None, margin: float = 0.0):
+    """Ground-truth sampling (SECOND): paste database objects into the frame until each class has
+    ``sample_counts[class]`` objects. Candidates are drawn without replacement and kept only when their footprint
+    (grown by ``margin``) touches no existing or already pasted box; scene points inside a pasted box are removed
+    and the object's own points added. Objects keep their original position (and hence their sensor view).
+    Returns (points, boxes, names) with the pasted objects appended.
+    """
+    sample_counts = DEFAULT_SAMPLE_COUNTS if sample_counts is None else sample_counts
+    points = np.asarray(points, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    names = list(names)
+    if len(database) == 0:
+        return points, boxes, names
+    chosen = _choose_samples(boxes, names, database, rng, sample_counts, margin)
+    if not chosen:
+        return points, boxes, names
+    return _paste_points(points, boxes, names, database, chosen)
+
+
+def paste_image_crops(image: np.ndarray, database: GtDatabase, chosen: list[int]) -> np.ndarray:
+    """A copy of ``image`` with the crops of the database objects ``chosen`` pasted at their own 2D boxes (objects
+    keep their position, so their box in this frame's image is where it was in theirs; KITTI's camera is fixed
+    on the car), clipped to this image. Farther objects are pasted first so that nearer ones cover them, as the
+    nearer object hides the farther one in a camera. Objects stored without a crop paste nothing."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    with_crop = [k for k in chosen if database.crops[k] is not None]
+    far_first = sorted(with_crop, key=lambda k: -float(np.hypot(*database.boxes[k][:2])))
+    for k in far_first:                          # loop over pasted objects
+        x0, y0, x1, y1 = (int(v) for v in database.crop_boxes[k])
+        x1, y1 = min(x1, w), min(y1, h)
+        if x1 > x0 and y1 > y0:
+            out[y0:y1, x0:x1] = database.crops[k][: y1 - y0, : x1 - x0]
+    return out
+
+
+def _flip(points, boxes, flip: bool):
+    """Mirror about the x axis (y -> -y, yaw -> -yaw) when ``flip``; also returns the 3x3 map applied."""
     points = np.array(points, dtype=np.float32, copy=True)
     boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
-    if rng.random() < probability:
+    if flip:
         points[:, 1] = -points[:, 1]
         boxes[:, 1] = -boxes[:, 1]
         boxes[:, 6] = wrap_angle(-boxes[:, 6])
-    return points, boxes
+    return points, boxes, np.diag([1.0, -1.0 if flip else 1.0, 1.0])
 
 
-def random_rotation(points, boxes, rng: np.random.Generator, max_angle: float = np.pi / 4):
-    """Rotate the scene about the z axis by an angle drawn uniformly in [-max_angle, max_angle]."""
-    theta = rng.uniform(-max_angle, max_angle)
+def _rotate(points, boxes, theta: float):
+    """Rotate about the z axis by ``theta``; also returns the 3x3 map applied."""
     c, s = np.cos(theta), np.sin(theta)
     rot = np.array([[c, -s], [s, c]])
     points = np.array(points, dtype=np.float32, copy=True)
@@ -397,17 +463,45 @@ def random_rotation(points, boxes, rng: np.random.Generator, max_angle: float = 
     points[:, :2] = (points[:, :2].astype(np.float64) @ rot.T).astype(np.float32)
     boxes[:, :2] = boxes[:, :2] @ rot.T
     boxes[:, 6] = wrap_angle(boxes[:, 6] + theta)
+    m = np.eye(3)
+    m[:2, :2] = rot
+    return points, boxes, m
+
+
+def _scale(points, boxes, f: float):
+    """Scale about the sensor by ``f`` (boxes' sizes too); also returns the 3x3 map applied."""
+    points = np.array(points, dtype=np.float32, copy=True)
+    boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
+    points[:, :3] = (points[:, :3].astype(np.float64) * f).astype(np.float32)
+    boxes[:, :6] *= f
+    return points, boxes, np.eye(3) * f
+
+
+def random_flip(points, boxes, rng: np.random.Generator, probability: float = 0.5):
+    """Mirror the scene about the x axis (y -> -y, yaw -> -yaw) with the given probability."""
+    points, boxes, _ = _flip(points, boxes, rng.random() < probability)
+    return points, boxes
+
+
+def random_rotation(points, boxes, rng: np.random.Generator, max_angle: float = np.pi / 4):
+    """Rotate the scene about the z axis by an angle drawn uniformly in [-max_angle, max_angle]."""
+    points, boxes, _ = _rotate(points, boxes, rng.uniform(-max_angle, max_angle))
     return points, boxes
 
 
 def random_scaling(points, boxes, rng: np.random.Generator, low: float = 0.95, high: float = 1.05):
     """Scale the scene about the sensor by a factor drawn uniformly in [low, high] (boxes' sizes too)."""
-    f = rng.uniform(low, high)
-    points = np.array(points, dtype=np.float32, copy=True)
-    boxes = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 7)
-    points[:, :3] = (points[:, :3].astype(np.float64) * f).astype(np.float32)
-    boxes[:, :6] *= f
+    points, boxes, _ = _scale(points, boxes, rng.uniform(low, high))
     return points, boxes
+
+
+def _global_transforms(points, boxes, rng: np.random.Generator):
+    """Flip (p = 0.5), rotation (+-pi/4), scaling (0.95-1.05), drawn in this order; returns the points, the boxes
+    and the 3x3 matrix ``A`` of the whole chain (augmented = ``A`` original)."""
+    points, boxes, flip = _flip(points, boxes, rng.random() < 0.5)
+    points, boxes, rot = _rotate(points, boxes, rng.uniform(-np.pi / 4, np.pi / 4))
+    points, boxes, scale = _scale(points, boxes, rng.uniform(0.95, 1.05))
+    return points, boxes, scale @ rot @ flip
 
 
 def augment(points, boxes, names, rng: np.random.Generator, database: GtDatabase | None = None,
@@ -415,7 +509,24 @@ def augment(points, boxes, names, rng: np.random.Generator, database: GtDatabase
     """The usual KITTI training chain: ground-truth sampling, flip, rotation (+-pi/4), scaling (0.95-1.05)."""
     if database is not None:
         points, boxes, names = gt_sampling(points, boxes, names, database, rng, sample_counts)
-    points, boxes = random_flip(points, boxes, rng)
-    points, boxes = random_rotation(points, boxes, rng)
-    points, boxes = random_scaling(points, boxes, rng)
+    points, boxes, _ = _global_transforms(points, boxes, rng)
     return points, boxes, list(names)
+
+
+def augment_with_image(points, boxes, names, image: np.ndarray, rng: np.random.Generator,
+                       database: GtDatabase | None = None, sample_counts: dict[str, int] | None = None):
+    """:func:`augment` for detectors that fuse the camera image (same draws from ``rng``): ground-truth sampling
+    also pastes the objects' image crops (:func:`paste_image_crops`). Returns (points, boxes, names, image,
+    undo) where ``undo`` (3, 3) takes augmented lidar coordinates back to the frame's, for projecting them
+    into the (untransformed) image: ``pcseg.geometry.camera.lidar_to_image_matrix(..., undo=undo)``."""
+    if database is not None and len(database):
+        points = np.asarray(points, dtype=np.float32)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+        names = list(names)
+        counts = DEFAULT_SAMPLE_COUNTS if sample_counts is None else sample_counts
+        chosen = _choose_samples(boxes, names, database, rng, counts, 0.0)
+        if chosen:
+            points, boxes, names = _paste_points(points, boxes, names, database, chosen)
+            image = paste_image_crops(image, database, chosen)
+    points, boxes, a = _global_transforms(points, boxes, rng)
+    return points, boxes, list(names), image, np.linalg.inv(a)

@@ -1,7 +1,9 @@
 """Detection: inference on lidar frames and the training loop of ``focals-centerpoint``.
 
 Inference: :func:`load_frame` reads a frame (KITTI ``.bin``, or any cloud ``pcseg.io.read`` knows, with an
-``intensity`` field when there is one), :func:`detect_points` runs the network and decodes boxes.
+``intensity`` field when there is one), :func:`detect_points` runs the network and decodes boxes. A fusion model
+(``model_options.fusion=true``, Focals Conv-F) also takes the frame's camera image and its lidar -> image matrix
+(:func:`frame_projection`).
 
 Training (:func:`train_detector`): optional synthetic pre-training (64-beam scenes from
 ``pcseg.data.detection.synthetic_scene``) then KITTI frames with the usual augmentation chain (ground-truth
@@ -12,6 +14,14 @@ sampling, flip, rotation, scaling). Run directory conventions are those of segme
 ``np.random.default_rng((seed, rank, step))`` so a resumed run sees the batches the uninterrupted run would
 have seen. Under ``torchrun`` each process trains on its own batches with DistributedDataParallel and rank 0
 validates and writes.
+
+Fusion training reads ``image_2/<frame>.png`` beside the scans. Training frames without an image are *left out*
+(logged, and listed in the card), not given zero image features: at inference a fusion model always has an
+image (``pcseg detect`` refuses to run one without), and every training point is inside camera 2's view (the
+``fov_only`` crop), so a frame with no image features at all is an input the model never meets in use; training
+on it would only teach the importance branch and the output fusion to do without the image. A validation frame
+without an image is a usage error, and synthetic pre-training (no camera) is refused for fusion models.
+Ground-truth sampling pastes the objects' image crops as well (``pcseg.data.detection.augment_with_image``).
 """
 from __future__ import annotations
 
@@ -64,12 +74,27 @@ def load_detector(name_or_path: str, device: str = "cpu"):
     return ckpt.model, ckpt.card
 
 
+def frame_projection(calib, undo: np.ndarray | None = None) -> np.ndarray:
+    """(3, 4) lidar -> image 2 matrix of a ``pcseg.io.kitti.Calibration`` (``undo``: see
+    ``pcseg.geometry.camera.lidar_to_image_matrix``)."""
+    from ..geometry.camera import lidar_to_image_matrix
+
+    return lidar_to_image_matrix(calib.P2, calib.R0_rect, calib.Tr_velo_to_cam, undo)
+
+
 @torch.no_grad()
-def detect_points(model, points: np.ndarray, score_thresh: float = 0.3, device: str | None = None):
-    """Boxes of one frame (``Detections`` with lidar-frame boxes)."""
+def detect_points(model, points: np.ndarray, score_thresh: float = 0.3, device: str | None = None,
+                  image: np.ndarray | None = None, calib=None):
+    """Boxes of one frame (``Detections`` with lidar-frame boxes). A fusion model also needs the frame's
+    (H, W, 3) uint8 ``image`` and its ``calib`` (``pcseg.io.kitti.Calibration``)."""
     dev = device or next(model.parameters()).device
     pts = torch.from_numpy(np.ascontiguousarray(points[:, : model.in_features], dtype=np.float32)).to(dev)
-    return model.decode(model([pts]), score_thresh=score_thresh)[0]
+    if not model.fusion:
+        return model.decode(model([pts]), score_thresh=score_thresh)[0]
+    if image is None or calib is None:
+        raise UsageError("this model fuses camera images (Focals Conv-F): give the frame's image and calibration")
+    out = model([pts], [torch.from_numpy(np.ascontiguousarray(image))], [torch.from_numpy(frame_projection(calib))])
+    return model.decode(out, score_thresh=score_thresh)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,13 +142,16 @@ def _labels(names: list[str], classes: list[str]) -> np.ndarray:
 
 
 class _Data:
-    """Training frames (KITTI in memory + GT database) and synthetic scenes, drawn per step."""
+    """Training frames (KITTI in memory + GT database) and synthetic scenes, drawn per step. ``fusion``: frames
+    carry their image (frames without one are left out, see the module's docstring)."""
 
-    def __init__(self, cfg: DetectTrainConfig):
+    def __init__(self, cfg: DetectTrainConfig, fusion: bool = False):
         from ..data.detection import GtDatabase, KittiFrame, list_kitti_frames
 
-        self.cfg = cfg
-        self.train, self.val = [], []
+        self.cfg, self.fusion = cfg, fusion
+        self.train, self.val, self.without_image = [], [], []
+        if fusion and cfg.synthetic_steps > 0:
+            raise UsageError("synthetic scenes have no camera images: train a fusion model with synthetic_steps=0")
         if cfg.kitti is not None:
             ids = list_kitti_frames(cfg.kitti)
             missing = sorted(set(cfg.val_frames) - set(ids))
@@ -131,8 +159,20 @@ class _Data:
                 raise UsageError(f"validation frame(s) {', '.join(missing)} not in {cfg.kitti}")
             for fid in ids:
                 # KITTI labels only what camera 2 sees: train on that part so unlabelled objects are no negatives
-                frame = KittiFrame.load(cfg.kitti, fid, fov_only=True)
+                frame = KittiFrame.load(cfg.kitti, fid, fov_only=True, image=fusion)
+                if fusion and frame.image is None:
+                    if fid in cfg.val_frames:
+                        raise UsageError(f"validation frame {fid} has no image_2/{fid}.png, which a fusion model "
+                                         "needs: choose --val among the frames with an image")
+                    self.without_image.append(fid)
+                    continue
                 (self.val if fid in cfg.val_frames else self.train).append(frame)
+            if self.without_image:
+                log.warning("fusion: %d frame(s) without image_2/<frame>.png left out: %s", len(self.without_image),
+                            ", ".join(self.without_image))
+            if not self.train and cfg.steps > 0 and fusion:
+                raise UsageError(f"no training frames with an image_2/<frame>.png in {cfg.kitti} once "
+                                 f"{', '.join(cfg.val_frames)} are held out")
             if not self.train and cfg.steps > 0:
                 raise UsageError(f"no training frames left in {cfg.kitti} once {', '.join(cfg.val_frames)} are held out")
             self.database = GtDatabase.from_frames(self.train) if cfg.gt_sampling else None
@@ -140,7 +180,8 @@ class _Data:
             raise UsageError("training on KITTI needs a KITTI training/ folder (kitti=...)")
 
     def batch(self, step: int, rank: int = 0):
-        from ..data.detection import augment, synthetic_scene
+        """Per frame (points, boxes, names, image, lidar -> image matrix); the last two are None without fusion."""
+        from ..data.detection import augment, augment_with_image, synthetic_scene
 
         rng = np.random.default_rng((self.cfg.seed, rank, step))
         out = []
@@ -148,10 +189,16 @@ class _Data:
             if step < self.cfg.synthetic_steps:
                 pts, boxes, names = synthetic_scene(rng)
                 pts, boxes, names = augment(pts, boxes, names, rng)
+                out.append((pts, boxes, list(names), None, None))
+                continue
+            f = self.train[int(rng.integers(len(self.train)))]
+            if self.fusion:
+                pts, boxes, names, image, undo = augment_with_image(f.points, f.boxes, f.names, f.image, rng,
+                                                                    self.database)
+                out.append((pts, boxes, names, image, frame_projection(f.calib, undo)))
             else:
-                f = self.train[int(rng.integers(len(self.train)))]
                 pts, boxes, names = augment(f.points, f.boxes, f.names, rng, self.database)
-            out.append((pts, boxes, list(names)))
+                out.append((pts, boxes, list(names), None, None))
         return out
 
 
@@ -160,6 +207,7 @@ def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict |
         "model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
         "point_range": model.point_range, "voxel_size": model.voxel_size,
         "training": {"kitti_frames": [f.frame_id for f in data.train], "held_out": [f.frame_id for f in data.val],
+                     **({"left_out_without_image": data.without_image} if data.without_image else {}),
                      "synthetic_steps": cfg.synthetic_steps, "steps": step, "config": dataclasses.asdict(cfg)},
         "metrics": metrics or {}})
 
@@ -173,7 +221,7 @@ def evaluate_frames(model, frames, score_thresh: float = 0.1) -> dict:
     model.eval()
     pred, truth = {}, {}
     for f in frames:
-        det = detect_points(model, f.points, score_thresh)
+        det = detect_points(model, f.points, score_thresh, image=f.image, calib=f.calib)
         det = det.subset(f.calib.fov_mask(det.boxes[:, :3]) if len(det) else np.zeros(0, bool))
         pred[f.frame_id] = lidar_boxes_to_objects(det.boxes, det.names, det.scores, f.calib)
         truth[f.frame_id] = f.objects
@@ -230,7 +278,6 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
     dev = torch.device(device)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = _Data(cfg)
     if cfg.init is not None:
         model = load_detector(cfg.init)[0]
     else:
@@ -239,6 +286,7 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
         if cfg.preset not in PRESETS:
             raise UsageError(f"unknown detection preset {cfg.preset!r}; presets: {', '.join(PRESETS)}")
         model = build("focals-centerpoint", **{**PRESETS[cfg.preset], **cfg.model_options})
+    data = _Data(cfg, model.fusion)
     model.to(dev).train()
     net = model
     if distr.world > 1:
@@ -271,14 +319,17 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
     try:
         while step < total:
             batch = data.batch(step, distr.rank)
-            pts = [torch.from_numpy(p[:, : model.in_features]).to(dev) for p, _, _ in batch]
-            boxes = [torch.from_numpy(np.asarray(b, np.float32)).to(dev) for _, b, _ in batch]
-            labels = [torch.from_numpy(_labels(n, model.class_names)).to(dev) for _, _, n in batch]
+            pts = [torch.from_numpy(p[:, : model.in_features]).to(dev) for p, *_ in batch]
+            boxes = [torch.from_numpy(np.asarray(b, np.float32)).to(dev) for _, b, *_ in batch]
+            labels = [torch.from_numpy(_labels(n, model.class_names)).to(dev) for _, _, n, *_ in batch]
+            # a fusion model also takes each frame's image and projection (undoing the augmentation, §3.3)
+            camera = ([[torch.from_numpy(b[3]) for b in batch], [torch.from_numpy(b[4]) for b in batch]]
+                      if model.fusion else [])
             t0 = time.time()
             lr = one_cycle(cfg.lr, progress_fraction())
             for g in opt.param_groups:
                 g["lr"] = lr
-            losses = model.loss(net(pts), boxes, labels)
+            losses = model.loss(net(pts, *camera), boxes, labels)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

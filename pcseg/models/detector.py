@@ -12,6 +12,17 @@ Pipeline (Focals Conv §3.4 / §4.1: Focals Conv at the end of the first three b
    the centre cell, the sub-cell offset, z, log size and sin/cos of the yaw (L1);
 6. decoding: 3x3 max-pool peaks, top-K, score threshold, rotated BEV NMS per class (on CPU).
 
+``fusion=True`` is Focals Conv-F (§3.3): the focal conv ending stage 1 becomes the fusion focal conv
+(:class:`pcseg.nn.focal.FocalSparseConv3dFusion`) fed by a light image backbone
+(:class:`pcseg.nn.image.ImageBackbone`, randomly initialised: the paper's is a pretrained ResNet-50 we cannot
+download). The paper applies Focals Conv-F "only in the first stage" (§4.1), "in the last layer of Stage 1"
+(supplementary B). Our reading, where it does not say more: Focals Conv-F *replaces* the lidar focal conv there
+(the public KITTI code stacks both, a lidar focal conv then Focals Conv-F); stages 2-3 keep their lidar focal
+convs when ``focal=True`` (Tab. 1: Focals Conv-F has Focals Conv's parameters plus the fusion layers, 13.44 M ->
+13.70 M), and ``focal=False`` leaves Focals Conv-F alone at stage 1 (the nuScenes setting of Tab. 9-10). A fusion
+model's forward takes each frame's image and its lidar -> image projection matrix
+(``pcseg.geometry.camera.lidar_to_image_matrix``) along with the points.
+
 Boxes are ``[x, y, z, dx, dy, dz, yaw]`` in the lidar frame with (x, y, z) the box centre.
 """
 from __future__ import annotations
@@ -22,7 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UsageError
-from ..nn.focal import FocalSparseConv3d, importance_focal_loss, points_in_boxes_torch, voxel_centers
+from ..nn.focal import (
+    FocalSparseConv3d, FocalSparseConv3dFusion, importance_focal_loss, points_in_boxes_torch, voxel_centers,
+)
+from ..nn.image import ImageBackbone, ImageFeatures, stack_images
 from ..nn.sparse import (
     SparseBatchNorm, SparseConv3d, SparseReLU, SparseSequential, SubMConv3d, to_dense, voxelize,
 )
@@ -66,7 +80,7 @@ class Detections:
 class FocalsCenterPoint(nn.Module):
     def __init__(self, class_names=CLASSES, in_features: int = 4, point_range=KITTI_RANGE, voxel_size=KITTI_VOXEL,
                  channels=(16, 32, 64, 64), focal: bool = True, tau: float = 0.5, top_ratio: float | None = None,
-                 bev_channels: int = 64):
+                 bev_channels: int = 64, fusion: bool = False, image_width: int = 32):
         super().__init__()
         self.class_names = list(class_names)
         self.in_features = int(in_features)
@@ -75,6 +89,7 @@ class FocalsCenterPoint(nn.Module):
         self.channels = [int(c) for c in channels]
         self.focal, self.tau, self.top_ratio = bool(focal), float(tau), top_ratio
         self.bev_channels = int(bev_channels)
+        self.fusion, self.image_width = bool(fusion), int(image_width)
         if len(self.point_range) != 6 or len(self.voxel_size) != 3 or len(self.channels) != 4:
             raise UsageError("focals-centerpoint: point_range has 6 values, voxel_size 3, channels 4")
         size = np.array(self.point_range[3:]) - np.array(self.point_range[:3])
@@ -90,9 +105,17 @@ class FocalsCenterPoint(nn.Module):
         # the last stage keeps z from growing with padding (OpenPCDet's VoxelBackBone8x uses z-padding 0 here)
         self.stage4 = SparseSequential(_block(c3, c4, SparseConv3d(c3, c4, 3, 2, (0, 1, 1))), _block(c4, c4),
                                        _block(c4, c4))
+        # the focal conv ending stage i + 1 is focal_convs[i]; with fusion, the first is Focals Conv-F
+        focal_convs = []
+        if self.fusion:
+            focal_convs.append(FocalSparseConv3dFusion(c1, self.point_range, self.voxel_size, 3, tau=self.tau,
+                                                       top_ratio=top_ratio))
         if self.focal:
-            self.focal_convs = nn.ModuleList(FocalSparseConv3d(c, c, 3, tau=self.tau, top_ratio=top_ratio)
-                                             for c in (c1, c2, c3))
+            focal_convs += [FocalSparseConv3d(c, c, 3, tau=self.tau, top_ratio=top_ratio)
+                            for c in ((c2, c3) if self.fusion else (c1, c2, c3))]
+        self.focal_convs = nn.ModuleList(focal_convs)
+        if self.fusion:
+            self.image_backbone = ImageBackbone(c1, self.image_width)   # features summed to c1-channel voxels
         z = int(grid[2])
         for pad in (1, 1, 0):
             z = (z + 2 * pad - 3) // 2 + 1
@@ -111,21 +134,27 @@ class FocalsCenterPoint(nn.Module):
     def config(self) -> dict:
         return {"class_names": self.class_names, "in_features": self.in_features, "point_range": self.point_range,
                 "voxel_size": self.voxel_size, "channels": self.channels, "focal": self.focal, "tau": self.tau,
-                "top_ratio": self.top_ratio, "bev_channels": self.bev_channels}
+                "top_ratio": self.top_ratio, "bev_channels": self.bev_channels, "fusion": self.fusion,
+                "image_width": self.image_width}
 
     @property
     def cell_size(self) -> tuple[float, float]:
         return self.voxel_size[0] * OUT_STRIDE, self.voxel_size[1] * OUT_STRIDE
 
     # ------------------------------------------------------------------ forward
-    def forward(self, points: list[torch.Tensor]) -> dict:
-        """points: per frame (N, in_features) float32, x, y, z first. Returns the head maps and focal outputs."""
+    def forward(self, points: list[torch.Tensor], images: list[torch.Tensor] | None = None,
+                lidar_to_image: list[torch.Tensor] | torch.Tensor | None = None) -> dict:
+        """points: per frame (N, in_features) float32, x, y, z first. A fusion model also takes per frame its
+        camera image ((H, W, 3) uint8) and its (3, 4) lidar -> image matrix. Returns the head maps and focal
+        outputs."""
+        image = self.image_features(images, lidar_to_image, len(points)) if self.fusion else None
         x = voxelize([p[:, : self.in_features] for p in points], self.point_range, self.voxel_size)
         focal_outputs = []
         x = self.stage1(self.stem(x))
         for i, stage in enumerate((self.stage2, self.stage3, self.stage4)):
-            if self.focal:
-                res = self.focal_convs[i](x)
+            if i < len(self.focal_convs):
+                layer = self.focal_convs[i]
+                res = layer(x, image) if isinstance(layer, FocalSparseConv3dFusion) else layer(x)
                 focal_outputs.append(res)
                 x = res.out
             x = stage(x)
@@ -135,6 +164,18 @@ class FocalsCenterPoint(nn.Module):
         f2 = self.bev_up2(self.bev_block2(f1))
         feat = self.shared(torch.cat([f1, f2], 1))
         return {"heatmap": self.heatmap(feat), "box": self.box(feat), "focal": focal_outputs}
+
+    def image_features(self, images, lidar_to_image, frames: int) -> ImageFeatures:
+        """The image branch of Focals Conv-F: feature maps of the frames' images and their projections."""
+        if images is None or lidar_to_image is None:
+            raise UsageError("this detector fuses camera images (Focals Conv-F): it needs each frame's image and "
+                             "calibration")
+        if len(images) != frames or len(lidar_to_image) != frames:
+            raise ValueError(f"{frames} frames but {len(images)} images and {len(lidar_to_image)} projections")
+        dev = self.image_backbone.reduce.weight.device
+        pixels, sizes = stack_images([torch.as_tensor(im).to(dev) for im in images])
+        matrices = torch.stack([torch.as_tensor(m, dtype=torch.float32).to(dev) for m in lidar_to_image])
+        return ImageFeatures(self.image_backbone(pixels), matrices, sizes, ImageBackbone.stride)
 
     # ------------------------------------------------------------------ targets and losses
     def targets(self, boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> dict:
@@ -279,7 +320,9 @@ def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float 
 @register("focals-centerpoint", task="detect")
 def focals_centerpoint(class_names=CLASSES, in_features: int = 4, point_range=KITTI_RANGE, voxel_size=KITTI_VOXEL,
                        channels=(16, 32, 64, 64), focal: bool = True, tau: float = 0.5,
-                       top_ratio: float | None = None, bev_channels: int = 64) -> FocalsCenterPoint:
-    """Voxel backbone with focal sparse convs (Focals Conv) and a CenterPoint head: 3D boxes from lidar frames."""
+                       top_ratio: float | None = None, bev_channels: int = 64, fusion: bool = False,
+                       image_width: int = 32) -> FocalsCenterPoint:
+    """Voxel backbone with focal sparse convs (Focals Conv) and a CenterPoint head: 3D boxes from lidar frames
+    (``fusion=True``: Focals Conv-F, with camera images)."""
     return FocalsCenterPoint(class_names, in_features, point_range, voxel_size, channels, focal, tau, top_ratio,
-                             bev_channels)
+                             bev_channels, fusion, image_width)
