@@ -13,7 +13,7 @@ import typer
 
 from ..errors import BadInputError, UsageError
 from .common import device_option, json_option, quiet_option, threads_option
-from .ui import note
+from .ui import note, progress
 
 FRAME_SUFFIXES = (".bin", ".ply", ".las", ".laz", ".npy", ".pcd", ".txt")
 FORMATS = ("kitti", "json", "ply")
@@ -156,48 +156,51 @@ def register(app: typer.Typer) -> None:
         many = len(paths) > 1
         if png is not None and many:
             png.mkdir(parents=True, exist_ok=True)
-        for src in paths:
-            t0 = time.perf_counter()
-            data = sys.stdin.buffer.read() if src == "-" else None
-            points = load_frame(src, data)
-            cal = None
-            if calib is not None:
-                cf = calib / f"{_frame_id(src)}.txt" if calib.is_dir() else calib
-                if not cf.is_file():
-                    raise BadInputError(f"no calibration for frame {_frame_id(src)}", str(cf))
-                cal = Calibration.from_file(cf)
-            pixels = None
-            if image is not None:
-                from ..io.image import read_image
+        # a bar only on a terminal and for several frames (stdout may carry the results)
+        with progress("detecting", len(paths), quiet or json_out or not many) as advance:
+            for src in paths:
+                t0 = time.perf_counter()
+                data = sys.stdin.buffer.read() if src == "-" else None
+                points = load_frame(src, data)
+                cal = None
+                if calib is not None:
+                    cf = calib / f"{_frame_id(src)}.txt" if calib.is_dir() else calib
+                    if not cf.is_file():
+                        raise BadInputError(f"no calibration for frame {_frame_id(src)}", str(cf))
+                    cal = Calibration.from_file(cf)
+                pixels = None
+                if image is not None:
+                    from ..io.image import read_image
 
-                pf = image / f"{_frame_id(src)}.png" if image.is_dir() else image
-                if not pf.is_file():
-                    raise BadInputError(f"no image for frame {_frame_id(src)}", str(pf))
-                pixels = read_image(pf)
-            det = detect_points(net, points, score_thresh, image=pixels, calib=cal)
-            if cal is not None and fmt == "kitti" and len(det):
-                # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
-                det = det.subset(cal.fov_mask(det.boxes[:, :3]))
-            dest = None if (json_out and output is None) else _output_path(output, src, fmt, many)
-            if dest is not None:
-                result = format_detections(det, fmt, _frame_id(src), cal, points)
-                if fmt == "ply":
-                    write(result, dest, format="ply")
-                else:
-                    _write_text(dest, result)
-            if png is not None:
-                from ..engine.render import render_boxes_top, save_png
+                    pf = image / f"{_frame_id(src)}.png" if image.is_dir() else image
+                    if not pf.is_file():
+                        raise BadInputError(f"no image for frame {_frame_id(src)}", str(pf))
+                    pixels = read_image(pf)
+                det = detect_points(net, points, score_thresh, image=pixels, calib=cal)
+                if cal is not None and fmt == "kitti" and len(det):
+                    # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
+                    det = det.subset(cal.fov_mask(det.boxes[:, :3]))
+                dest = None if (json_out and output is None) else _output_path(output, src, fmt, many)
+                if dest is not None:
+                    result = format_detections(det, fmt, _frame_id(src), cal, points)
+                    if fmt == "ply":
+                        write(result, dest, format="ply")
+                    else:
+                        _write_text(dest, result)
+                if png is not None:
+                    from ..engine.render import render_boxes_top, save_png
 
-                picture = png / f"{_frame_id(src)}_boxes.png" if many else png
-                r = card.get("point_range")  # KITTI frames reach far: draw the detector's range, not every point
-                extent = (r[0], r[1], r[3], r[4]) if r is not None and len(r) == 6 else None
-                save_png(render_boxes_top(points, det.boxes, det.names, det.scores, extent=extent), picture)
-            if json_out:
-                summary = json.loads(format_detections(det, "json", _frame_id(src)))
-                typer.echo(json.dumps({"input": src, "output": dest, "frame": _frame_id(src), "count": len(det),
-                                       "seconds": round(time.perf_counter() - t0, 3), "boxes": summary["boxes"]}))
-            elif dest != "-" and not quiet:
-                note(f"{_frame_id(src)}: {len(det)} boxes -> {dest}")
+                    picture = png / f"{_frame_id(src)}_boxes.png" if many else png
+                    r = card.get("point_range")  # KITTI frames reach far: draw the detector's range, not every point
+                    extent = (r[0], r[1], r[3], r[4]) if r is not None and len(r) == 6 else None
+                    save_png(render_boxes_top(points, det.boxes, det.names, det.scores, extent=extent), picture)
+                if json_out:
+                    summary = json.loads(format_detections(det, "json", _frame_id(src)))
+                    typer.echo(json.dumps({"input": src, "output": dest, "frame": _frame_id(src), "count": len(det),
+                                           "seconds": round(time.perf_counter() - t0, 3), "boxes": summary["boxes"]}))
+                elif dest != "-" and not quiet:
+                    note(f"{_frame_id(src)}: {len(det)} boxes -> {dest}")
+                advance()
 
     @app.command("eval-detect")
     def eval_detect(

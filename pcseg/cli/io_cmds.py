@@ -130,8 +130,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--json and -o - both use stdout; write the cloud to a file or drop --json")
         t0 = time.perf_counter()
         check_not_input([src], output, force)
-        cloud = read(src, in_format(src, format, in_fmt), columns=columns)
-        notes = write(cloud, output, out_format(output, format, out_fmt))
+        with progress(f"converting {Path(src).name}", None, quiet or json_out or output == "-"):
+            cloud = read(src, in_format(src, format, in_fmt), columns=columns)
+            notes = write(cloud, output, out_format(output, format, out_fmt))
         for n in notes:
             note(n, quiet or json_out)
         if json_out:

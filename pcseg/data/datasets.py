@@ -12,6 +12,10 @@ string                       what it gives                                      
 ===========================  ======================================================  =============  ==============
 ``synthetic:rooms[:N]``      N procedural rooms (default 8 for training, 4 for      S3DIS ids      ``s3dis``
                              validation, with disjoint seeds; never real scores)
+``synthetic:bank-rooms``     N rooms furnished with real scanned objects (the       S3DIS ids      ``s3dis``
+``[:N][@ROOT]``              object bank of ROOT/indoor, default
+                             ``$PCSEG_SHARED_DATA`` or ``../shared/data``, without
+                             its validation files: :mod:`pcseg.data.object_bank`)
 S3DIS root (has ``Area_N``)  training: every area but the held-out one (Area 5 by   ``class``      ``s3dis``
                              default); validation: the held-out area only
 ``.../Area_N`` or a room     every room of the area / that room (``Annotations/``)  ``class``      ``s3dis``
@@ -55,6 +59,7 @@ from .classmaps import BUILTIN_CLASS_MAPS, ClassMap, builtin_class_map, load_cla
 from .features import make_features, parse_channels
 
 SYNTHETIC_PREFIX = "synthetic:rooms"
+BANK_ROOMS_PREFIX = "synthetic:bank-rooms"
 SYNTHETIC_TRAIN_ROOMS, SYNTHETIC_VAL_ROOMS = 8, 4
 SYNTHETIC_VAL_SEED0 = 1_000_000  # validation rooms use seeds far from the training ones
 S3DIS_VAL_AREA = 5  # KPConv §4.2 and SALA §4.1: Area 5 is the test area
@@ -114,6 +119,10 @@ class CloudSource:
         if self.kind == "synthetic":
             from .synthetic_rooms import GENERATOR_VERSION
 
+            if "bank" in self.options:  # the rooms change when a bank file does
+                from .object_bank import bank_fingerprint
+
+                return [["synthetic", GENERATOR_VERSION, self.options], bank_fingerprint(self.options["bank"])]
             return [["synthetic", GENERATOR_VERSION, self.options]]
         from .cache import file_fingerprint
 
@@ -133,8 +142,9 @@ class CloudSource:
         if self.kind == "synthetic":
             from .synthetic_rooms import generate_room
 
+            bank = _object_bank(self.options["bank"]) if "bank" in self.options else None
             xyz, rgb, raw = generate_room(np.random.default_rng(self.options["seed"]),
-                                          density=self.options.get("density", 800.0))
+                                          density=self.options.get("density", 800.0), bank=bank)
             fields = {"red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2], "class": raw}
         else:
             from ..io import read
@@ -153,6 +163,18 @@ class CloudSource:
         feats = make_features(fields, xyz, self.channels, path=self.path)
         return LabelledCloud(np.asarray(xyz, dtype=np.float64), labels, feats, self.path, self.class_map,
                              self.channels)
+
+
+_BANKS: dict = {}
+
+
+def _object_bank(root: str):
+    """The training object bank of ``root`` (held-out files excluded), read once per process."""
+    if root not in _BANKS:
+        from .object_bank import load_bank
+
+        _BANKS[root] = load_bank(root)
+    return _BANKS[root]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,6 +225,21 @@ def _s3dis_rooms(area: Path) -> list[Path]:
 
 def _expand(spec: str, role: str, s3dis_val_area: int) -> list[tuple[str, str, dict, tuple[str, ...]]]:
     """(kind, path, options, files) for one ``--data`` string."""
+    if spec.startswith(BANK_ROOMS_PREFIX):
+        m = re.fullmatch(r"(?::(\d+))?(?:@(.+))?", spec[len(BANK_ROOMS_PREFIX):])
+        if not m:
+            raise UsageError(f"{spec!r}: write synthetic:bank-rooms, synthetic:bank-rooms:N (N rooms) or "
+                             "synthetic:bank-rooms:N@DATA_ROOT")
+        from .object_bank import default_data_root
+
+        root = Path(m.group(2)) if m.group(2) else default_data_root()
+        if not (root / "indoor").is_dir():
+            raise BadInputError("no indoor/ folder of real scans for the object bank (give synthetic:bank-rooms:N@"
+                                "DATA_ROOT or set PCSEG_SHARED_DATA)", str(root))
+        n = int(m.group(1)) if m.group(1) else (SYNTHETIC_TRAIN_ROOMS if role == "train" else SYNTHETIC_VAL_ROOMS)
+        seed0 = 0 if role == "train" else SYNTHETIC_VAL_SEED0
+        return [("synthetic", f"{BANK_ROOMS_PREFIX}#{seed0 + i}", {"seed": seed0 + i, "bank": os.path.abspath(root)},
+                 ()) for i in range(n)]
     if spec.startswith(SYNTHETIC_PREFIX):
         rest = spec[len(SYNTHETIC_PREFIX):]
         if rest and not re.fullmatch(r":\d+", rest):

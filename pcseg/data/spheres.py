@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..errors import BadInputError
+from ..errors import BadInputError, UsageError
 from ..geometry import grid_subsample, neighborhood_sizes, radius_neighbors
 from .augment import Augmentation
 from .batch import PyramidSpec, StackedBatch, build_batch
@@ -143,6 +143,10 @@ class SphereSampler:
     per_cloud: draw the cloud first, each with the same probability, then a point in it (within the
     full / partial pool chosen by ``partial_share``): a few large clouds (airborne tiles of 1 km^2 decimated
     to 0.3 points/m^2 next to dense 50 m tiles) then do not make up most of the spheres.
+    synthetic_share: the share of sphere centres drawn in generated rooms (clouds whose source starts with
+    ``synthetic:``), the others in real clouds, whatever their sizes; within each group centres are drawn as
+    the other settings say (class-balanced, partial share, per cloud). None draws among all clouds alike.
+    A share that needs a group the data lacks (0.5 with no synthetic room) is a :class:`UsageError`.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class SphereSampler:
         augmentation: Augmentation | None = None,
         partial_share: float | None = None,
         per_cloud: bool = False,
+        synthetic_share: float | None = None,
     ):
         if not clouds:
             raise ValueError("the sampler needs at least one cloud")
@@ -186,12 +191,28 @@ class SphereSampler:
             names = ", ".join(c.source for c in self.clouds[:3]) + (" ..." if len(self.clouds) > 3 else "")
             raise BadInputError(f"no training point has a label the class map knows (in {names}); check "
                                 "--label-field and --class-map")
+        self.synthetic_share = synthetic_share
+        self._groups: list[_Group] = []
+        if synthetic_share is not None:
+            if not 0.0 <= synthetic_share <= 1.0:
+                raise ValueError("synthetic_share must lie in [0, 1]")
+            synthetic = np.array([c.source.startswith(SYNTHETIC_SOURCE) for c in self.clouds])
+            for flag, needed, what in ((False, synthetic_share < 1.0, "real clouds"),
+                                       (True, synthetic_share > 0.0, "synthetic rooms (synthetic:rooms or "
+                                                                     "synthetic:bank-rooms)")):
+                members = np.flatnonzero(synthetic == flag)
+                if needed and not any(len(self._cloud_full[i]) for i in members):
+                    raise UsageError(f"synthetic_share={synthetic_share} draws spheres in {what}, but the "
+                                     f"training data has none with labels")
+                self._groups.append(_Group(self, members))
 
     def _locate(self, flat: int) -> tuple[int, int]:
         cloud = int(np.searchsorted(self._offsets, flat, side="right") - 1)
         return cloud, int(flat - self._offsets[cloud])
 
     def _draw_center(self, rng: np.random.Generator) -> tuple[int, int]:
+        if self._groups:
+            return self._groups[int(rng.random() < self.synthetic_share)].draw(rng)
         if self.balance_classes:
             classes = sorted(self.class_points)
             members = self.class_points[classes[int(rng.integers(len(classes)))]]
@@ -264,8 +285,50 @@ class SphereSampler:
 
     def fingerprint(self) -> list:
         """Identifies the data and settings (for caching calibrations); clouds given in memory count by size."""
-        return [[c.cache_key if c.cache_key is not None else ["memory", c.source, len(c)] for c in self.clouds],
-                self.radius, self.balance_classes, self.point_budget]
+        key = [[c.cache_key if c.cache_key is not None else ["memory", c.source, len(c)] for c in self.clouds],
+               self.radius, self.balance_classes, self.point_budget]
+        return key + [self.synthetic_share] if self.synthetic_share is not None else key
+
+
+SYNTHETIC_SOURCE = "synthetic:"
+"""Sources of generated rooms start with this (``synthetic:rooms#3``, ``synthetic:bank-rooms#3``)."""
+
+
+class _Group:
+    """The clouds ``members`` of a sampler, drawn from as the sampler draws from all of its clouds."""
+
+    def __init__(self, sampler: SphereSampler, members: np.ndarray):
+        self.sampler = sampler
+        in_group = np.repeat(np.isin(np.arange(len(sampler.clouds)), members), np.diff(sampler._offsets))
+        self.class_points = {k: v[in_group[v]] for k, v in sampler.class_points.items()}
+        self.class_points = {k: v for k, v in self.class_points.items() if len(v)}
+        self.full, self.partial = sampler._full[in_group[sampler._full]], sampler._partial[in_group[sampler._partial]]
+        self.cloud_full = [sampler._cloud_full[i] for i in members]
+        self.cloud_partial = [sampler._cloud_partial[i] for i in members]
+        sizes = np.diff(sampler._offsets)[members]
+        self.members, self.starts = members, np.concatenate([[0], np.cumsum(sizes)])
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        s = self.sampler
+        if s.balance_classes:
+            classes = sorted(self.class_points)
+            members = self.class_points[classes[int(rng.integers(len(classes)))]]
+            return s._locate(int(members[rng.integers(len(members))]))
+        if s.partial_share is not None and len(self.partial) and len(self.full):
+            partial = rng.random() < s.partial_share
+            if s.per_cloud:
+                pools = [p for p in (self.cloud_partial if partial else self.cloud_full) if len(p)]
+                pool = pools[int(rng.integers(len(pools)))]
+            else:
+                pool = self.partial if partial else self.full
+            return s._locate(int(pool[rng.integers(len(pool))]))
+        if s.per_cloud:
+            pools = [p for p in self.cloud_full if len(p)]
+            pool = pools[int(rng.integers(len(pools)))]
+            return s._locate(int(pool[rng.integers(len(pool))]))
+        j = int(rng.integers(self.starts[-1]))  # uniform over the group's points
+        k = int(np.searchsorted(self.starts, j, side="right") - 1)
+        return int(self.members[k]), j - int(self.starts[k])
 
 
 def suggest_point_budget(sampler: SphereSampler, spheres_per_batch: float, n_samples: int = 32, seed: int = 0) -> int:

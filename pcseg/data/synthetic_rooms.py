@@ -1,4 +1,5 @@
-"""Procedural indoor rooms labelled with the 13 S3DIS classes (``--data synthetic:rooms``).
+"""Procedural indoor rooms labelled with the 13 S3DIS classes (``--data synthetic:rooms``), optionally furnished
+with real scanned objects (``--data synthetic:bank-rooms``).
 
 For tests, smoke runs and pre-training only: scores measured on these rooms say nothing about real-world
 quality and must never be reported as such.
@@ -20,17 +21,54 @@ element is built from boxes, rectangles and cylinders whose surfaces are sampled
 * colours: each object draws a base colour from its class palette (walls, beams and columns share the
   room's paint, as in S3DIS), with per-point noise and a simple shading by surface orientation.
 
+With an object bank (:mod:`pcseg.data.object_bank`, ``bank=``) each piece of furniture is, with probability
+``bank_share``, a real object of its class instead of boxes, placed where its kind belongs: doors and windows
+fill wall openings cut to their size (front face flush with the wall), bookcases and sofas stand back to a
+wall, tables stand free with chairs around them and clutter on their top surface (the top found in the scan),
+pictures and screens hang on free wall segments, small clutter (the tabletop objects) stands on tables and
+shelves, larger clutter on the floor. Each gets a yaw (a quarter turn for tables and chairs, which stand square
+to the room; any angle for clutter; wall-facing for wall objects), a scale jitter of +-10% and a colour jitter
+(per-channel gain and offset). Nothing overlaps: every footprint (the rectangle around the rotated object) is
+reserved on the floor plan or on its supporting surface before anything is drawn, and the rooms report their
+layout (:class:`Room`) so that tests can check it on the points. The bank objects are thinned to the room's
+sampling density (one scanned point per cell of ``1 / sqrt(density)``), then the whole room goes through the
+same scan simulation:
+
+* occlusion by other things: procedural boxes hide bank points with the slab test, and bank objects hide
+  everything behind them (walls, the floor under a sofa, another object) with a z-buffer of their points
+  seen from the scanner (:func:`_hidden_by_points`: spherical range images, one per angular resolution, each
+  bank point splatted at the resolution of its spacing seen from its range). An object's own points are never
+  hidden by itself: a bank object is already a scan, its back and underside already missing where the real
+  scanner did not see them, and a z-buffer of scattered points against themselves would only punch holes in
+  surfaces where neighbouring samples of the same surface happen to be nearer;
+* range falloff and noise as for the procedural parts (the scans' own noise stays; 4 mm more is small);
+* per room (bank rooms only, so that the procedural default stays as it was): the sampling density is drawn
+  in 0.6-1.4 x ``density``, the falloff range r0 in 2-4.5 m, and a white balance / exposure (per-channel gain
+  0.85-1.15 times a brightness 0.8-1.15) is applied to every colour. Real colours are not re-shaded or
+  re-noised: they already carry the light and sensor noise of their scans.
+
 :func:`generate_room` returns ``(xyz float64 (N, 3), rgb uint8 (N, 3), labels int64 (N,))`` with S3DIS ids
-(:data:`pcseg.data.classmaps.S3DIS_NAMES`); every room contains all 13 classes.
+(:data:`pcseg.data.classmaps.S3DIS_NAMES`); every room contains all 13 classes. :func:`build_room` returns the
+:class:`Room` with instances, layout and scanner positions. Without a bank both give exactly the rooms of
+generator version 1 for the same seeds.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from ..geometry import group_by_cell
 from .classmaps import S3DIS_NAMES
 
-GENERATOR_VERSION = 1
-"""Bumped whenever the generator's output for a seed changes (cached preprocessing of old rooms then misses)."""
+if TYPE_CHECKING:
+    from .object_bank import ObjectBank
+
+GENERATOR_VERSION = 2
+"""Bumped whenever the generator's output for a seed changes (cached preprocessing of old rooms then misses).
+2: rooms furnished from the object bank (the procedural rooms of a seed are unchanged)."""
 
 C = {name: i for i, name in enumerate(S3DIS_NAMES)}
 
@@ -54,9 +92,10 @@ class _Scene:
 
     def __init__(self, rng: np.random.Generator, density: float):
         self.rng, self.density = rng, density
-        self.pts, self.nrm, self.lab, self.col, self.part = [], [], [], [], []
+        self.pts, self.nrm, self.lab, self.col, self.part, self.inst = [], [], [], [], [], []
         self.boxes: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_parts = 0
+        self.current = -1  # the layout object being drawn (-1: the room's shell, beams)
 
     def color(self, key: str) -> np.ndarray:
         base = np.array(_PALETTE[key][self.rng.integers(len(_PALETTE[key]))], dtype=np.float64)
@@ -68,6 +107,11 @@ class _Scene:
         self.lab.append(np.full(len(pts), label, np.int64))
         self.col.append(np.broadcast_to(color, (len(pts), 3)))
         self.part.append(np.full(len(pts), part, np.int64))
+        self.inst.append(np.full(len(pts), self.current, np.int64))
+
+    def scanned(self, pts, rgb, label) -> None:
+        """Points of a real scan (a bank object): no normal (never re-shaded), part -3 (never a box)."""
+        self._add(pts, np.zeros((len(pts), 3)), label, rgb, _SCANNED)
 
     def rect(self, origin, u, v, label, color, density_factor=1.0) -> None:
         """The parallelogram origin + a*u + b*v, a, b in [0, 1] (normal u x v)."""
@@ -118,18 +162,71 @@ class _Scene:
 
     def arrays(self):
         cat = np.concatenate
-        return cat(self.pts), cat(self.nrm), cat(self.lab), cat(self.col).astype(np.float64), cat(self.part)
+        return (cat(self.pts), cat(self.nrm), cat(self.lab), cat(self.col).astype(np.float64), cat(self.part),
+                cat(self.inst))
+
+
+_SCANNED = -3  # part id of bank points
+
+
+@dataclass
+class PlacedObject:
+    """One object of a room's layout: its footprint is the rectangle of half extents ``half`` around
+    ``center`` turned by ``yaw`` (radians, counter-clockwise), from height ``z0`` to ``z1``.
+
+    support: ``floor`` (stands on the floor), ``surface`` (on the top of object ``on``: a table, a shelf),
+    ``wall`` (hangs on a wall) or ``opening`` (fills a door or window opening); bank: the bank object's
+    index (None for procedural ones) and source its file.
+    """
+
+    label: int
+    support: str
+    center: tuple[float, float]
+    yaw: float
+    half: tuple[float, float]
+    z0: float
+    z1: float
+    on: int | None = None
+    bank: int | None = None
+    source: str | None = None
+
+    def corners(self) -> np.ndarray:
+        """(4, 2) footprint corners, counter-clockwise."""
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        local = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * self.half
+        return local @ np.array([[c, s], [-s, c]]) + self.center
+
+
+@dataclass
+class Room:
+    """A generated room: points (``xyz``, ``rgb``, S3DIS ``labels``), the layout object each point belongs to
+    (``instances``, -1 for the shell and beams), the ``objects`` of the layout, the ``scanners`` (S, 3) and
+    the scan settings drawn for it (``falloff`` r0 in metres, sampling ``density`` per square metre) and its
+    ``size`` (length, width, height)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
+    objects: list[PlacedObject] = field(default_factory=list)
+    scanners: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    falloff: float = 3.0
+    density: float = 800.0
+    size: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class _Floorplan:
-    """Free floor rectangles: rejection sampling of furniture footprints that do not overlap."""
+    """Free floor rectangles: rejection sampling of furniture footprints that do not overlap.
 
-    def __init__(self, length: float, width: float):
+    Also used for the top of a table or shelf (``x0``, ``y0``: its corner)."""
+
+    def __init__(self, length: float, width: float, x0: float = 0.0, y0: float = 0.0):
         self.length, self.width = length, width
+        self.x0, self.y0 = x0, y0
         self.taken: list[tuple[float, float, float, float]] = []
 
     def free(self, x0, y0, x1, y1, margin=0.05) -> bool:
-        if x0 < 0 or y0 < 0 or x1 > self.length or y1 > self.width:
+        if x0 < self.x0 or y0 < self.y0 or x1 > self.x0 + self.length or y1 > self.y0 + self.width:
             return False
         return all(x1 + margin <= a or x0 - margin >= c or y1 + margin <= b or y0 - margin >= d
                    for a, b, c, d in self.taken)
@@ -162,33 +259,129 @@ def generate_room(
     noise: float = 0.004,
     n_scanners: int | None = None,
     size: tuple[float, float, float] | None = None,
+    bank: "ObjectBank | None" = None,
+    bank_share: float = 0.6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random room: ``(xyz float64 (N, 3), rgb uint8 (N, 3), labels int64 (N,))``, S3DIS ids.
 
     density: surface samples per square metre before occlusion and range thinning (which remove a share);
     noise: scanner noise standard deviation in metres; n_scanners: 1 or 2 (random when None);
-    size: (length, width, height) in metres (random 4-8 x 3.5-6 x 2.7-3.3 when None).
+    size: (length, width, height) in metres (random 4-8 x 3.5-6 x 2.7-3.3 when None); bank: an object bank
+    to furnish the room with real objects (None: procedural furniture only, the rooms of generator version 1);
+    bank_share: the probability that a piece of furniture is a bank object when the bank has one that fits.
     Coordinates: the floor's corner at the origin, z up, floor at z = 0. All 13 classes are present: a layout
     where some piece of furniture found no room is drawn again (from the same generator, so still
     deterministic for a seed).
     """
+    room = build_room(rng, density, noise, n_scanners, size, bank=bank, bank_share=bank_share)
+    return room.xyz, room.rgb, room.labels
+
+
+def build_room(
+    rng: np.random.Generator,
+    density: float = 800.0,
+    noise: float = 0.004,
+    n_scanners: int | None = None,
+    size: tuple[float, float, float] | None = None,
+    bank: "ObjectBank | None" = None,
+    bank_share: float = 0.6,
+    occlusion: bool = True,
+) -> Room:
+    """:func:`generate_room` with everything it knows: the :class:`Room` (instances, layout, scanners).
+
+    occlusion: False keeps the points that the scanners cannot see (range thinning still applies, with the
+    same random draws, so the room is otherwise identical): what tests compare occlusion against.
+    """
     if size is not None and (min(size[0], size[1]) < 3.0 or size[2] < 2.4):
         raise ValueError("rooms need at least 3 x 3 m of floor and 2.4 m of height")
+    if not 0.0 <= bank_share <= 1.0:
+        raise ValueError("bank_share must lie in [0, 1]")
     for _ in range(50):
-        xyz, rgb, lab = _generate_room(rng, density, noise, n_scanners, size)
-        if len(np.unique(lab)) == len(S3DIS_NAMES):
-            return xyz, rgb, lab
+        room = _generate_room(rng, density, noise, n_scanners, size, bank, bank_share, occlusion)
+        if len(np.unique(room.labels)) == len(S3DIS_NAMES):
+            return room
     raise RuntimeError("could not place all 13 classes in 50 layouts (room too small or density too low)")
 
 
+def _thin(local: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one random point per grid cell of size ``spacing``: a scan thinned to a sampling density,
+    keeping real points (barycentres would smooth away the scan's noise)."""
+    inverse, _ = group_by_cell(local, spacing)
+    order = rng.permutation(len(local))
+    _, first = np.unique(inverse[order], return_index=True)
+    return np.sort(order[first])
+
+
+def _rotated_half(half_w: float, half_d: float, yaw: float) -> tuple[float, float]:
+    """Half extents of the axis-aligned box around a (half_w, half_d) rectangle turned by ``yaw``."""
+    c, s = abs(math.cos(yaw)), abs(math.sin(yaw))
+    return c * half_w + s * half_d, s * half_w + c * half_d
+
+
+def _wall_yaw(wall: int, length: float, width: float) -> float:
+    """Yaw that turns an object's local +y (its front) to the wall's inward normal."""
+    n = _wall_frame(wall, length, width)[2]
+    return math.atan2(n[1], n[0]) - math.pi / 2
+
+
 def _generate_room(rng: np.random.Generator, density: float, noise: float, n_scanners: int | None,
-                   size: tuple[float, float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   size: tuple[float, float, float] | None, bank: "ObjectBank | None" = None,
+                   bank_share: float = 0.6, occlusion: bool = True) -> Room:
+    composed = bank is not None
+    if composed:  # per-room scan settings and colour balance (see the module docstring)
+        density = density * rng.uniform(0.6, 1.4)
+        falloff = float(rng.uniform(2.0, 4.5))
+        gain = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.8, 1.15)
+    else:
+        falloff, gain = 3.0, None
     if size is None:
         size = (rng.uniform(4.0, 8.0), rng.uniform(3.5, 6.0), rng.uniform(2.7, 3.3))
     length, width, height = (float(v) for v in size)
     sc = _Scene(rng, density)
     plan = _Floorplan(length, width)
     paint = sc.color("paint")
+    objects: list[PlacedObject] = []
+    spacing = 1.0 / math.sqrt(density)  # bank objects are thinned to the room's sampling density
+
+    def record(obj: PlacedObject) -> int:
+        objects.append(obj)
+        sc.current = len(objects) - 1
+        return sc.current
+
+    def from_bank(label: int, placements: tuple[str, ...], fits=None) -> int | None:
+        """A bank object of class ``label`` whose size (scaled up to +10%) ``fits``, with probability
+        ``bank_share`` (only in bank rooms: procedural rooms draw nothing here); None: build it from boxes."""
+        if not composed or rng.random() >= bank_share:
+            return None
+        idx = bank.find(label, placements)
+        if fits is not None:
+            idx = idx[[bool(fits(bank.sizes[k] * 1.1)) for k in idx]] if len(idx) else idx
+        return int(idx[rng.integers(len(idx))]) if len(idx) else None
+
+    def place(k: int, cx: float, cy: float, yaw: float, z0: float, scale: float, support: str,
+              on: int | None = None) -> int:
+        """Draw bank object ``k`` scaled by ``scale``, turned by ``yaw``, its footprint centred on (cx, cy), its
+        base at ``z0``; colour jittered per object."""
+        obj = bank[k]
+        local = obj.xyz.astype(np.float64) * scale
+        keep = _thin(local, spacing, rng)
+        c, s = math.cos(yaw), math.sin(yaw)
+        xy = local[keep, :2] @ np.array([[c, s], [-s, c]]) + (cx, cy)
+        pts = np.column_stack([xy, local[keep, 2] + z0])
+        col = obj.rgb[keep].astype(np.float64) * rng.uniform(0.9, 1.1, 3) + rng.normal(0.0, 8.0, 3)
+        w, d, h = obj.size * scale
+        idx = record(PlacedObject(obj.label, support, (cx, cy), yaw, (w / 2, d / 2), z0, z0 + h, on, k, obj.source))
+        sc.scanned(pts, np.clip(col, 0, 255), obj.label)
+        sc.current = -1
+        return idx
+
+    def against_wall(k: int, scale: float, wall: int, s_mid: float, offset: float, z0: float, support: str) -> int:
+        """Place bank object ``k`` with its back to ``wall``, centred at ``s_mid`` along it, its back ``offset``
+        metres in front of the wall plane (negative: into the wall)."""
+        o, d, n, _ = _wall_frame(wall, length, width)
+        depth = bank.sizes[k][1] * scale
+        cx, cy = o + d * s_mid + n * (depth / 2 + offset)
+        return place(k, float(cx), float(cy), _wall_yaw(wall, length, width), z0, scale, support)
 
     # Floor, ceiling and walls (points of openings are removed below)
     sc.rect([0, 0, 0], [0, width, 0], [length, 0, 0], C["floor"], sc.color("floor"))  # normal +z
@@ -199,56 +392,101 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
         sc.rect([*o, 0.0], [0, 0, height], [*(d * wlen), 0.0], C["wall"], paint)  # normal points inward
     walls_pts_end = len(sc.pts)
 
-    # Openings: one or two doors, one to three windows, each (wall, s0, s1, z0, z1); a door keeps floor clear
-    openings = []
+    # Openings: one or two doors, one to three windows, each (wall, s0, s1, z0, z1); a door keeps floor clear.
+    # filled: opening / board index -> (bank object, scale) for those a bank object fills
+    openings, filled = [], {}
     for _door in range(int(rng.integers(1, 3))):
+        k = from_bank(C["door"], ("opening",), lambda sz: sz[0] <= 2.2 and sz[2] <= height - 0.2)
+        scale = rng.uniform(0.9, 1.1) if k is not None else 1.0
         for _ in range(20):
             wall = int(rng.integers(4))
             wlen = _wall_frame(wall, length, width)[3]
             w = rng.uniform(0.85, 1.0) * (2 if rng.random() < 0.15 else 1)
+            if k is not None:
+                w = bank.sizes[k][0] * scale
+                if w > wlen - 0.4:
+                    continue
             s0 = rng.uniform(0.2, wlen - w - 0.2)
             if all(o_[0] != wall or s0 + w + 0.3 < o_[1] or s0 > o_[2] + 0.3 for o_ in openings):
-                openings.append((wall, s0, s0 + w, 0.0, rng.uniform(2.0, 2.2), "door"))
+                if k is not None:
+                    filled[len(openings)] = (k, scale)
+                    z1 = bank.sizes[k][2] * scale
+                else:
+                    z1 = rng.uniform(2.0, 2.2)
+                openings.append((wall, s0, s0 + w, 0.0, z1, "door"))
                 plan.take(*_footprint_against_wall(wall, s0 - 0.1, s0 + w + 0.1, 1.0, length, width))
                 break
     for _window in range(int(rng.integers(1, 4))):
+        k = from_bank(C["window"], ("opening",), lambda sz: sz[0] <= 2.5 and sz[2] <= height - 0.9)
+        scale = rng.uniform(0.9, 1.1) if k is not None else 1.0
         for _ in range(20):
             wall = int(rng.integers(4))
             wlen = _wall_frame(wall, length, width)[3]
             w = rng.uniform(0.8, min(2.5, wlen - 0.6))
+            if k is not None:
+                w = bank.sizes[k][0] * scale
+                if w > wlen - 0.6:
+                    continue
             s0 = rng.uniform(0.3, wlen - w - 0.3)
             if all(o_[0] != wall or s0 + w + 0.3 < o_[1] or s0 > o_[2] + 0.3 for o_ in openings):
-                openings.append((wall, s0, s0 + w, rng.uniform(0.8, 1.0), min(height - 0.3, rng.uniform(2.0, 2.4)),
-                                 "window"))
+                if k is not None:  # the sill height it was scanned at, within the wall
+                    h = bank.sizes[k][2] * scale
+                    z0 = float(np.clip(bank.elevations[k], 0.6, height - 0.3 - h))
+                    filled[len(openings)] = (k, scale)
+                    openings.append((wall, s0, s0 + w, z0, z0 + h, "window"))
+                else:
+                    openings.append((wall, s0, s0 + w, rng.uniform(0.8, 1.0),
+                                     min(height - 0.3, rng.uniform(2.0, 2.4)), "window"))
                 break
     # Boards: on a wall segment free of openings
     boards = []
     for _item in range(int(rng.integers(1, 3))):
+        k = from_bank(C["board"], ("wall",), lambda sz: sz[0] <= 3.0 and sz[2] <= height - 1.5)
+        scale = rng.uniform(0.9, 1.1) if k is not None else 1.0
         for _ in range(30):
             wall = int(rng.integers(4))
             wlen = _wall_frame(wall, length, width)[3]
             w = rng.uniform(1.0, min(3.0, wlen - 1.0))
+            if k is not None:
+                w = bank.sizes[k][0] * scale
+                if w > wlen - 0.6:
+                    continue
             s0 = rng.uniform(0.3, wlen - w - 0.3)
             busy = [o_ for o_ in openings + boards if o_[0] == wall and not (s0 + w + 0.2 < o_[1] or s0 > o_[2] + 0.2)]
             if not busy:
-                boards.append((wall, s0, s0 + w, rng.uniform(0.8, 1.0), rng.uniform(1.9, 2.1), "board"))
+                if k is not None:
+                    z0 = rng.uniform(0.8, 1.0)
+                    filled[len(openings) + len(boards)] = (k, scale)
+                    boards.append((wall, s0, s0 + w, z0, z0 + bank.sizes[k][2] * scale, "board"))
+                else:
+                    boards.append((wall, s0, s0 + w, rng.uniform(0.8, 1.0), rng.uniform(1.9, 2.1), "board"))
                 break
 
-    for wall, s0, s1, z0, z1, kind in openings + boards:
+    for i, (wall, s0, s1, z0, z1, kind) in enumerate(openings + boards):
         o, d, n, _ = _wall_frame(wall, length, width)
+        if i in filled:  # doors and windows flush with the wall plane, boards 1.5 cm proud of it
+            k, scale = filled[i]
+            offset = 0.015 if kind == "board" else -bank.sizes[k][1] * scale
+            against_wall(k, scale, wall, (s0 + s1) / 2, offset, z0, "wall" if kind == "board" else "opening")
+            continue
         a = np.array([*(o + d * s0), z0])
         u, v = np.array([0.0, 0.0, z1 - z0]), np.array([*(d * (s1 - s0)), 0.0])
+        mid, yaw = o + d * (s0 + s1) / 2, _wall_yaw(wall, length, width)
         if kind == "door":  # a door leaf recessed 3 cm into the wall opening
+            record(PlacedObject(C["door"], "opening", tuple(mid - n * 0.03), yaw, ((s1 - s0) / 2, 0.005), z0, z1))
             inset = np.array([*(-n * 0.03), 0.0])
             sc.rect(a + inset, u, v, C["door"], sc.color("door"))
         elif kind == "window":  # glass set back 8 cm (sparse: glass returns few points) and a sill
+            record(PlacedObject(C["window"], "opening", tuple(mid - n * 0.04), yaw, ((s1 - s0) / 2, 0.04), z0, z1))
             inset = np.array([*(-n * 0.08), 0.0])
             col = sc.color("window")
             sc.rect(a + inset, u, v, C["window"], col, density_factor=0.5)
             sc.rect(a, v, np.array([*(-n * 0.08), 0.0]), C["window"], col)  # the sill
         else:  # board 1.5 cm proud of the wall
+            record(PlacedObject(C["board"], "wall", tuple(mid + n * 0.015), yaw, ((s1 - s0) / 2, 0.005), z0, z1))
             t = np.array([*(n * 0.015), 0.0])
             sc.rect(a + t, u, v, C["board"], sc.color("board"))
+        sc.current = -1
 
     # remove wall points inside openings and behind boards
     for k in range(walls_pts_start, walls_pts_end):
@@ -260,7 +498,7 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
         for w_, s0, s1, z0, z1, _ in openings + boards:
             if w_ == wall:
                 keep &= ~((s >= s0) & (s <= s1) & (p[:, 2] >= z0) & (p[:, 2] <= z1))
-        for lst in (sc.pts, sc.nrm, sc.lab, sc.col, sc.part):
+        for lst in (sc.pts, sc.nrm, sc.lab, sc.col, sc.part, sc.inst):
             lst[k] = lst[k][keep]
 
     # Columns: against a wall, floor to ceiling, painted like the walls
@@ -274,7 +512,10 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
             clear = all(o_[0] != wall or s0 + w < o_[1] or s0 > o_[2] for o_ in openings + boards)
             if clear and plan.free(*fp, margin=0.0):
                 plan.take(*fp)
+                record(PlacedObject(C["column"], "floor", ((fp[0] + fp[2]) / 2, (fp[1] + fp[3]) / 2), 0.0,
+                                    ((fp[2] - fp[0]) / 2, (fp[3] - fp[1]) / 2), 0.0, height))
                 sc.box([fp[0], fp[1], 0.0], [fp[2], fp[3], height], C["column"], paint)
+                sc.current = -1
                 break
     # Beams: across the room under the ceiling, same paint
     for _item in range(int(rng.integers(1, 3))):
@@ -286,45 +527,92 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
             y = rng.uniform(0.5, width - 0.5 - w)
             sc.box([0.0, y, height - h], [length, y + w, height], C["beam"], paint)
 
-    clutter_spots = []  # (x0, y0, x1, y1, z) surfaces where clutter may stand
+    clutter_spots = []  # (x0, y0, x1, y1, z, hmax) surfaces where clutter may stand
+    spot_owner = []  # the layout object each spot is the top of
+    low = height - 0.55  # bank objects stay below the beams (at most 0.5 m deep)
 
     # Tables with chairs around them
     chair_count = 0
     for _item in range(int(rng.integers(1, 3))):
+        k = from_bank(C["table"], ("floor",), lambda sz: sz[2] <= low)
+        if k is not None:  # a quarter turn: tables stand square to the room, chairs go along their sides
+            scale, quarter = rng.uniform(0.9, 1.1), int(rng.integers(4))
+            bw, bd = bank.sizes[k][:2] * scale
+            if quarter % 2:
+                bw, bd = bd, bw
         for _ in range(40):
             tl, tw = rng.uniform(1.0, 2.2), rng.uniform(0.7, 1.1)
             if rng.random() < 0.5:
                 tl, tw = tw, tl
+            if k is not None:
+                tl, tw = bw, bd
+                if tl > length - 1.2 or tw > width - 1.2:
+                    break
             x0, y0 = rng.uniform(0.6, length - tl - 0.6), rng.uniform(0.6, width - tw - 0.6)
             if x0 < 0.6 or y0 < 0.6 or not plan.free(x0 - 0.55, y0 - 0.55, x0 + tl + 0.55, y0 + tw + 0.55):
                 continue
             plan.take(x0, y0, x0 + tl, y0 + tw)
-            col, th, leg = sc.color("table"), rng.uniform(0.72, 0.76), 0.05
-            sc.box([x0, y0, th - 0.04], [x0 + tl, y0 + tw, th], C["table"], col)
-            for lx in (x0 + 0.03, x0 + tl - 0.03 - leg):
-                for ly in (y0 + 0.03, y0 + tw - 0.03 - leg):
-                    sc.box([lx, ly, 0.0], [lx + leg, ly + leg, th - 0.04], C["table"], col)
-            clutter_spots.append((x0 + 0.05, y0 + 0.05, x0 + tl - 0.05, y0 + tw - 0.05, th, 0.3))
+            if k is not None:
+                yaw = quarter * math.pi / 2
+                table = place(k, x0 + tl / 2, y0 + tw / 2, yaw, 0.0, scale, "floor")
+                rect, top = bank.top_rects[k] * scale, bank.tops[k] * scale
+                hmax = min(0.3, bank.clearances[k] * scale - 0.02)
+                roomy = np.all(np.isfinite(rect)) and min(rect[2] - rect[0], rect[3] - rect[1]) >= 0.15
+                if roomy and hmax >= 0.05:  # a top with room for a cup and free height above it
+                    corners = PlacedObject(0, "", (x0 + tl / 2, y0 + tw / 2), yaw,
+                                           ((rect[2] - rect[0]) / 2, (rect[3] - rect[1]) / 2), 0, 0)
+                    # the rectangle is not centred on the footprint: move it by its centre, turned
+                    c, s = math.cos(yaw), math.sin(yaw)
+                    mx, my = (rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2
+                    shift = np.array([c * mx - s * my, s * mx + c * my])
+                    pts = corners.corners() + shift
+                    clutter_spots.append((*pts.min(axis=0), *pts.max(axis=0), top, hmax))
+                    spot_owner.append(table)
+            else:
+                col, th, leg = sc.color("table"), rng.uniform(0.72, 0.76), 0.05
+                table = record(PlacedObject(C["table"], "floor", (x0 + tl / 2, y0 + tw / 2), 0.0, (tl / 2, tw / 2),
+                                            0.0, th))
+                sc.box([x0, y0, th - 0.04], [x0 + tl, y0 + tw, th], C["table"], col)
+                for lx in (x0 + 0.03, x0 + tl - 0.03 - leg):
+                    for ly in (y0 + 0.03, y0 + tw - 0.03 - leg):
+                        sc.box([lx, ly, 0.0], [lx + leg, ly + leg, th - 0.04], C["table"], col)
+                sc.current = -1
+                clutter_spots.append((x0 + 0.05, y0 + 0.05, x0 + tl - 0.05, y0 + tw - 0.05, th, 0.3))
+                spot_owner.append(table)
             # chairs on all four sides, facing the table
             for side in range(4):
                 horizontal = side < 2
                 span = tl if horizontal else tw
                 for c in range(int(rng.integers(0, max(1, int(span / 0.6)) + 1))):
                     cs = 0.45
-                    pos = rng.uniform(0.0, span - cs)
+                    kc = from_bank(C["chair"], ("floor",), lambda sz: sz[2] <= low)
+                    cw = cd = cs
+                    if kc is not None:
+                        c_scale, c_yaw = rng.uniform(0.9, 1.1), int(rng.integers(4)) * math.pi / 2
+                        hw, hd = _rotated_half(*(bank.sizes[kc][:2] * c_scale / 2), c_yaw)
+                        cw, cd = 2 * hw, 2 * hd
+                        if (cw if horizontal else cd) > span:
+                            continue
+                    pos = rng.uniform(0.0, span - (cw if horizontal else cd))
                     off = rng.uniform(0.05, 0.25)
                     if side == 0:
-                        cx, cy, back_dir = x0 + pos, y0 - off - cs, (0, -1)
+                        cx, cy, back_dir = x0 + pos, y0 - off - cd, (0, -1)
                     elif side == 1:
                         cx, cy, back_dir = x0 + pos, y0 + tw + off, (0, 1)
                     elif side == 2:
-                        cx, cy, back_dir = x0 - off - cs, y0 + pos, (-1, 0)
+                        cx, cy, back_dir = x0 - off - cw, y0 + pos, (-1, 0)
                     else:
                         cx, cy, back_dir = x0 + tl + off, y0 + pos, (1, 0)
-                    if not plan.free(cx, cy, cx + cs, cy + cs, margin=0.02):
+                    if not plan.free(cx, cy, cx + cw, cy + cd, margin=0.02):
                         continue
-                    plan.take(cx, cy, cx + cs, cy + cs)
-                    _chair(sc, cx, cy, cs, back_dir)
+                    plan.take(cx, cy, cx + cw, cy + cd)
+                    if kc is not None:
+                        place(kc, cx + cw / 2, cy + cd / 2, c_yaw, 0.0, c_scale, "floor")
+                    else:
+                        record(PlacedObject(C["chair"], "floor", (cx + cs / 2, cy + cs / 2), 0.0, (cs / 2, cs / 2),
+                                            0.0, 0.95))
+                        _chair(sc, cx, cy, cs, back_dir)
+                        sc.current = -1
                     chair_count += 1
             break
     # at least one chair per room (so that all 13 classes are present): a free-standing one
@@ -332,24 +620,38 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
         cx, cy = rng.uniform(0.2, length - 0.65), rng.uniform(0.2, width - 0.65)
         if plan.free(cx, cy, cx + 0.45, cy + 0.45):
             plan.take(cx, cy, cx + 0.45, cy + 0.45)
+            record(PlacedObject(C["chair"], "floor", (cx + 0.225, cy + 0.225), 0.0, (0.225, 0.225), 0.0, 0.95))
             _chair(sc, cx, cy, 0.45, [(0, -1), (0, 1), (-1, 0), (1, 0)][int(rng.integers(4))])
+            sc.current = -1
             break
 
     # Bookcases against walls, with shelves
     for _item in range(int(rng.integers(1, 3))):
+        k = from_bank(C["bookcase"], ("wall",), lambda sz: sz[2] <= low)
+        scale = rng.uniform(0.9, 1.1) if k is not None else 1.0
         for _ in range(30):
             wall = int(rng.integers(4))
             wlen = _wall_frame(wall, length, width)[3]
             w, dep, h = rng.uniform(0.8, 1.6), rng.uniform(0.3, 0.45), rng.uniform(1.2, 2.2)
+            if k is not None:
+                w, dep, h = bank.sizes[k] * scale
+                dep += 0.01  # its back 1 cm off the wall
+                if w > wlen:
+                    continue
             s0 = rng.uniform(0.0, wlen - w)
             fp = _footprint_against_wall(wall, s0, s0 + w, dep, length, width)
             clear = all(o_[0] != wall or s0 + w < o_[1] or s0 > o_[2] or o_[5] == "window" and h < o_[3]
                         for o_ in openings + boards)
             if clear and plan.free(*fp):
                 plan.take(*fp)
+                if k is not None:
+                    against_wall(k, scale, wall, s0 + w / 2, 0.01, 0.0, "floor")
+                    break
                 col = sc.color("bookcase")
                 lo, hi = np.array([fp[0], fp[1], 0.0]), np.array([fp[2], fp[3], h])
                 n = _wall_frame(wall, length, width)[2]
+                case = record(PlacedObject(C["bookcase"], "floor", ((fp[0] + fp[2]) / 2, (fp[1] + fp[3]) / 2), 0.0,
+                                           ((fp[2] - fp[0]) / 2, (fp[3] - fp[1]) / 2), 0.0, h))
                 # the carcass: back, sides, top and bottom as thin solid boxes; shelves inside
                 t = 0.02
                 back_lo, back_hi = lo.copy(), hi.copy()
@@ -376,22 +678,39 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
                     if z + 0.25 < h:
                         clutter_spots.append((lo[0] + 0.03, lo[1] + 0.03, hi[0] - 0.03, hi[1] - 0.03, z + t,
                                               min(0.25, (h - t) / max(n_shelves - 1, 1) - 0.03)))
+                        spot_owner.append(case)
+                sc.current = -1
                 break
 
     # Sofas against walls
     for _item in range(int(rng.integers(1, 3))):
+        k = from_bank(C["sofa"], ("wall",), lambda sz: sz[2] <= low)
+        scale = rng.uniform(0.9, 1.1) if k is not None else 1.0
         for _ in range(30):
             wall = int(rng.integers(4))
             wlen = _wall_frame(wall, length, width)[3]
             w, dep = rng.uniform(1.4, 2.2), rng.uniform(0.8, 0.95)
+            if k is not None:
+                w, dep = bank.sizes[k][:2] * scale
+                dep += 0.01
             if w > wlen - 0.2:
                 continue
             s0 = rng.uniform(0.1, wlen - w - 0.1)
             fp = _footprint_against_wall(wall, s0, s0 + w, dep, length, width)
-            if plan.free(*fp):
+            # in bank rooms a sofa's back also keeps clear of boards and windows it would reach (the
+            # procedural default keeps its version-1 layouts)
+            h = bank.sizes[k][2] * scale if k is not None else 0.85
+            clear = not composed or all(o_[0] != wall or s0 + w < o_[1] or s0 > o_[2] or h < o_[3]
+                                        for o_ in openings + boards)
+            if clear and plan.free(*fp):
                 plan.take(*fp)
+                if k is not None:
+                    against_wall(k, scale, wall, s0 + w / 2, 0.01, 0.0, "floor")
+                    break
                 col = sc.color("sofa")
                 o, d, n, _ = _wall_frame(wall, length, width)
+                record(PlacedObject(C["sofa"], "floor", ((fp[0] + fp[2]) / 2, (fp[1] + fp[3]) / 2), 0.0,
+                                    ((fp[2] - fp[0]) / 2, (fp[3] - fp[1]) / 2), 0.0, 0.85))
                 lo, hi = np.array([fp[0], fp[1], 0.0]), np.array([fp[2], fp[3], 0.45])
                 sc.box(lo, hi, C["sofa"], col)  # seat block
                 back = _footprint_against_wall(wall, s0, s0 + w, 0.22, length, width)
@@ -399,29 +718,100 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
                 for a0, a1 in ((s0, s0 + 0.18), (s0 + w - 0.18, s0 + w)):
                     arm = _footprint_against_wall(wall, a0, a1, dep, length, width)
                     sc.box([arm[0], arm[1], 0.45], [arm[2], arm[3], 0.65], C["sofa"], col)
+                sc.current = -1
+                break
+
+    # Pictures, mirrors, screens (bank rooms): on a free stretch of wall, at the height they hung at
+    hung = []
+    for _item in range(int(rng.integers(0, 3)) if composed else 0):
+        k = from_bank(C["clutter"], ("wall",), lambda sz: sz[0] <= 2.5 and sz[2] <= low - 0.3)
+        if k is None:
+            continue
+        scale = rng.uniform(0.9, 1.1)
+        w, dep, h = bank.sizes[k] * scale
+        z0 = float(np.clip(bank.elevations[k], 0.3, low - h))
+        for _ in range(20):
+            wall = int(rng.integers(4))
+            wlen = _wall_frame(wall, length, width)[3]
+            if w > wlen - 0.2:
+                break
+            s0 = rng.uniform(0.1, wlen - w - 0.1)
+            fp = _footprint_against_wall(wall, s0, s0 + w, dep + 0.005, length, width)
+            clear = all(o_[0] != wall or s0 + w + 0.1 < o_[1] or s0 > o_[2] + 0.1 for o_ in openings + boards + hung)
+            # the floor below is reserved too: nothing stands in front of it up to its height
+            if clear and plan.free(*fp):
+                plan.take(*fp)
+                against_wall(k, scale, wall, s0 + w / 2, 0.005, z0, "wall")
+                hung.append((wall, s0, s0 + w, z0, z0 + h, "hung"))
                 break
 
     # Clutter: on tables and shelves, and a few items on the floor
-    for x0, y0, x1, y1, z, hmax in clutter_spots:
+    for (x0, y0, x1, y1, z, hmax), owner in zip(clutter_spots, spot_owner):
+        if not composed:  # version 1: boxes at random on the surface
+            for _ in range(int(rng.integers(1, 4))):
+                w, dp, h = rng.uniform(0.08, 0.35), rng.uniform(0.08, 0.3), rng.uniform(0.05, hmax)
+                if x1 - x0 <= w or y1 - y0 <= dp:
+                    continue
+                cx, cy = rng.uniform(x0, x1 - w), rng.uniform(y0, y1 - dp)
+                record(PlacedObject(C["clutter"], "surface", (cx + w / 2, cy + dp / 2), 0.0, (w / 2, dp / 2), z,
+                                    z + h, owner))
+                sc.box([cx, cy, z], [cx + w, cy + dp, z + h], C["clutter"], rng.uniform(20, 235, 3))
+                sc.current = -1
+            continue
+        surface = _Floorplan(x1 - x0, y1 - y0, x0, y0)  # items on one surface do not overlap either
         for _ in range(int(rng.integers(1, 4))):
-            w, dp, h = rng.uniform(0.08, 0.35), rng.uniform(0.08, 0.3), rng.uniform(0.05, hmax)
-            if x1 - x0 <= w or y1 - y0 <= dp:
-                continue
-            cx, cy = rng.uniform(x0, x1 - w), rng.uniform(y0, y1 - dp)
-            sc.box([cx, cy, z], [cx + w, cy + dp, z + h], C["clutter"], rng.uniform(20, 235, 3))
+            k = from_bank(C["clutter"], ("surface",),
+                          lambda sz: sz[2] <= hmax and max(sz[0], sz[1]) <= min(x1 - x0, y1 - y0))
+            for _ in range(10):
+                if k is not None:
+                    scale, yaw = rng.uniform(0.9, 1.1), rng.uniform(0.0, 2 * math.pi)
+                    hx, hy = _rotated_half(*(bank.sizes[k][:2] * scale / 2), yaw)
+                    if 2 * hx >= x1 - x0 or 2 * hy >= y1 - y0:
+                        continue
+                    cx, cy = rng.uniform(x0 + hx, x1 - hx), rng.uniform(y0 + hy, y1 - hy)
+                    if surface.free(cx - hx, cy - hy, cx + hx, cy + hy, margin=0.02):
+                        surface.take(cx - hx, cy - hy, cx + hx, cy + hy)
+                        place(k, cx, cy, yaw, z, scale, "surface", on=owner)
+                        break
+                    continue
+                w, dp, h = rng.uniform(0.08, 0.35), rng.uniform(0.08, 0.3), rng.uniform(0.05, hmax)
+                if x1 - x0 <= w or y1 - y0 <= dp:
+                    continue
+                cx, cy = rng.uniform(x0, x1 - w), rng.uniform(y0, y1 - dp)
+                if surface.free(cx, cy, cx + w, cy + dp, margin=0.02):
+                    surface.take(cx, cy, cx + w, cy + dp)
+                    record(PlacedObject(C["clutter"], "surface", (cx + w / 2, cy + dp / 2), 0.0, (w / 2, dp / 2), z,
+                                        z + h, owner))
+                    sc.box([cx, cy, z], [cx + w, cy + dp, z + h], C["clutter"], rng.uniform(20, 235, 3))
+                    sc.current = -1
+                    break
     for _ in range(int(rng.integers(2, 6))):
+        k = from_bank(C["clutter"], ("floor", "surface"), lambda sz: sz[2] <= low)
         for _ in range(20):
+            if k is not None:  # any yaw: boxes, bins and bags lie about at any angle
+                scale, yaw = rng.uniform(0.9, 1.1), rng.uniform(0.0, 2 * math.pi)
+                hx, hy = _rotated_half(*(bank.sizes[k][:2] * scale / 2), yaw)
+                if 2 * hx > length - 0.1 or 2 * hy > width - 0.1:
+                    continue
+                cx, cy = rng.uniform(hx + 0.05, length - hx - 0.05), rng.uniform(hy + 0.05, width - hy - 0.05)
+                if plan.free(cx - hx, cy - hy, cx + hx, cy + hy):
+                    plan.take(cx - hx, cy - hy, cx + hx, cy + hy)
+                    place(k, cx, cy, yaw, 0.0, scale, "floor")
+                    break
+                continue
             r, h = rng.uniform(0.12, 0.25), rng.uniform(0.25, 0.7)
             cx, cy = rng.uniform(r + 0.05, length - r - 0.05), rng.uniform(r + 0.05, width - r - 0.05)
             if plan.free(cx - r, cy - r, cx + r, cy + r):
                 plan.take(cx - r, cy - r, cx + r, cy + r)
+                record(PlacedObject(C["clutter"], "floor", (cx, cy), 0.0, (r, r), 0.0, h))
                 if rng.random() < 0.5:
                     sc.cylinder((cx, cy), r, 0.0, h, C["clutter"], rng.uniform(20, 235, 3))
                 else:
                     sc.box([cx - r, cy - r, 0.0], [cx + r, cy + r, h], C["clutter"], rng.uniform(20, 235, 3))
+                sc.current = -1
                 break
 
-    xyz, nrm, lab, col, part = sc.arrays()
+    xyz, nrm, lab, col, part, inst = sc.arrays()
     boxes = sc.boxes
 
     # Hidden surfaces: points strictly inside another part's solid box
@@ -430,7 +820,13 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
     for lo, hi, pid in boxes:
         # a surface touching the box counts as inside: the floor under a leg, the ceiling above a beam
         keep &= ~(np.all((xyz > lo - eps) & (xyz < hi + eps), axis=1) & (part != pid))
-    xyz, nrm, lab, col = xyz[keep], nrm[keep], lab[keep], col[keep]
+    # the wall behind a hung picture or screen (thinner than the z-buffer's margin, so it would show through)
+    for wall, s0, s1, z0, z1, _ in hung:
+        o, d, n, _ = _wall_frame(wall, length, width)
+        s = (xyz[:, :2] - o) @ d
+        keep &= ~((lab == C["wall"]) & (inst == -1) & (np.abs((xyz[:, :2] - o) @ n) < 0.02)
+                  & (s >= s0) & (s <= s1) & (xyz[:, 2] >= z0) & (xyz[:, 2] <= z1))
+    xyz, nrm, lab, col, part, inst = xyz[keep], nrm[keep], lab[keep], col[keep], part[keep], inst[keep]
 
     # Scanner positions at eye height in free space, then occlusion and range thinning
     n_scanners = int(n_scanners if n_scanners is not None else rng.integers(1, 3))
@@ -443,18 +839,27 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
                 break
     if not scanners:
         scanners.append(np.array([length / 2, width / 2, 1.6]))
+    scanned = part == _SCANNED
     seen = np.zeros(len(xyz), dtype=bool)
     for s in scanners:
-        vis = _visible(xyz, s, boxes, eps=0.02)
+        vis = _visible(xyz, s, boxes, eps=0.02) if occlusion else np.ones(len(xyz), dtype=bool)
+        if occlusion and scanned.any():
+            vis &= ~_hidden_by_points(xyz, inst, scanned, s, spacing)
         r = np.linalg.norm(xyz - s, axis=1)
-        seen |= vis & (rng.random(len(xyz)) < np.minimum(1.0, (3.0 / np.maximum(r, 1e-6)) ** 2))
-    xyz, nrm, lab, col = xyz[seen], nrm[seen], lab[seen], col[seen]
+        seen |= vis & (rng.random(len(xyz)) < np.minimum(1.0, (falloff / np.maximum(r, 1e-6)) ** 2))
+    xyz, nrm, lab, col, part, inst = xyz[seen], nrm[seen], lab[seen], col[seen], part[seen], inst[seen]
 
-    # Colour: shading by orientation (light from above) and per-point noise
+    # Colour: shading by orientation (light from above) and per-point noise (not on real scans: they have both)
     shade = 0.8 + 0.2 * np.abs(nrm[:, 2:3]) + 0.05 * nrm[:, 0:1]
-    rgb = np.clip(col * shade + rng.normal(0.0, 6.0, col.shape), 0, 255).astype(np.uint8)
+    jitter = rng.normal(0.0, 6.0, col.shape)
+    if composed:
+        real = part == _SCANNED
+        shade[real], jitter[real] = 1.0, 0.0
+        rgb = np.clip((col * shade + jitter) * gain, 0, 255).astype(np.uint8)
+    else:
+        rgb = np.clip(col * shade + jitter, 0, 255).astype(np.uint8)
     xyz = xyz + rng.normal(0.0, noise, xyz.shape)
-    return xyz, rgb, lab
+    return Room(xyz, rgb, lab, inst, objects, np.array(scanners), falloff, density, (length, width, height))
 
 
 def _chair(sc: _Scene, x: float, y: float, s: float, back_dir: tuple[int, int]) -> None:
@@ -498,3 +903,56 @@ def _visible(xyz: np.ndarray, scanner: np.ndarray, boxes, eps: float) -> np.ndar
                 t_out = np.fmin(t_out, np.maximum(t1, t2))
             hidden |= t_in <= t_out
     return ~hidden
+
+
+_ZBUFFER_BASE = math.radians(0.25)  # finest angular pixel of the z-buffer
+_ZBUFFER_LEVELS = 7  # pixels of 0.25 to 16 degrees
+
+
+def _hidden_by_points(xyz: np.ndarray, inst: np.ndarray, occluders: np.ndarray, scanner: np.ndarray,
+                      spacing: float) -> np.ndarray:
+    """True where a point of another object among ``occluders`` (a mask) lies in front of a point, seen from
+    ``scanner``: a z-buffer of the occluders in spherical coordinates (azimuth, elevation).
+
+    A sampled surface hides what is behind it only where its samples cover the pixel: a sample ``spacing``
+    apart seen from range r covers about ``1.5 * spacing / r`` radians, so each occluder is written into the
+    range image whose pixel is that size (levels of 0.25 deg x 2**l), and every point is tested against every
+    level. Per pixel the image keeps the nearest range of each object, so a point is compared with the nearest
+    *other* object (an object never hides itself, see the module docstring). Hidden: nearer by more than
+    ``max(0.05, 2 * spacing)`` (a surface's own depth spread within one pixel, and contact between an object
+    and what it stands on, stay visible).
+    """
+    d = xyz - scanner
+    r = np.maximum(np.linalg.norm(d, axis=1), 1e-9)
+    az = np.arctan2(d[:, 1], d[:, 0]) + np.pi
+    el = np.arcsin(np.clip(d[:, 2] / r, -1.0, 1.0)) + np.pi / 2
+    margin = max(0.05, 2.0 * spacing)
+    occ = np.flatnonzero(occluders)
+    level = np.clip(np.ceil(np.log2(1.5 * spacing / r[occ] / _ZBUFFER_BASE)), 0, _ZBUFFER_LEVELS - 1).astype(np.int64)
+    hidden = np.zeros(len(xyz), dtype=bool)
+    for lv in np.unique(level):
+        pix = _ZBUFFER_BASE * 2.0 ** lv
+        n_el = int(np.ceil(np.pi / pix)) + 1
+
+        def key(idx):
+            return np.floor(az[idx] / pix).astype(np.int64) * n_el + np.floor(el[idx] / pix).astype(np.int64)
+
+        sel = occ[level == lv]
+        k, rr, ii = key(sel), r[sel], inst[sel]
+        # nearest range per (pixel, object), then per pixel the nearest and the nearest of another object
+        order = np.lexsort((rr, ii, k))
+        k, rr, ii = k[order], rr[order], ii[order]
+        first = np.r_[True, (k[1:] != k[:-1]) | (ii[1:] != ii[:-1])]
+        k, rr, ii = k[first], rr[first], ii[first]
+        order = np.lexsort((rr, k))
+        k, rr, ii = k[order], rr[order], ii[order]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        pix_key, best_r, best_i = k[starts], rr[starts], ii[starts]
+        nxt = np.minimum(starts + 1, len(k) - 1)
+        second_r = np.where((starts + 1 < len(k)) & (k[nxt] == pix_key), rr[nxt], np.inf)
+        q = key(np.arange(len(xyz)))
+        pos = np.minimum(np.searchsorted(pix_key, q), len(pix_key) - 1)
+        found = pix_key[pos] == q
+        nearest = np.where(best_i[pos] == inst, second_r[pos], best_r[pos])
+        hidden |= found & (nearest < r - margin)
+    return hidden

@@ -61,6 +61,7 @@ class TrainConfig:
     balance_classes: bool = False
     partial_share: float | None = 0.25  # share of sphere centres on partially labelled points (None: uniform)
     per_cloud: bool = False  # draw each sphere's cloud uniformly first (see SphereSampler)
+    synthetic_share: float | None = None  # share of spheres in synthetic rooms, the rest in real clouds (None: alike)
     class_weights: str | None = None  # None | "inverse-sqrt" (weights from training label frequencies)
     optimizer: str = "sgd"
     lr: float = 1e-2
@@ -243,7 +244,8 @@ class Trainer:
             raise UsageError(f"unknown augmentation {cfg.augmentation!r}; known: {', '.join(AUGMENTATIONS)}")
         sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
                                 balance_classes=cfg.balance_classes, augmentation=aug(),
-                                partial_share=cfg.partial_share, per_cloud=cfg.per_cloud)
+                                partial_share=cfg.partial_share, per_cloud=cfg.per_cloud,
+                                synthetic_share=cfg.synthetic_share)
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
         sampler.point_budget = int(budget)
         if cfg.neighbor_limits is not None:
