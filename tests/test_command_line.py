@@ -115,3 +115,17 @@ def test_jobs_split_the_inputs_over_worker_processes(tmp_path, capsys):
     assert [os.path.basename(s["input"]) for s in lines] == ["a.laz", "b.laz"]   # input order
     for name in ("a", "b"):
         assert _digest(one / f"{name}_seg.laz") == _digest(two / f"{name}_seg.laz")
+
+
+@pytest.mark.parametrize("env,expected", [({}, "3000"), ({"GOMP_SPINCOUNT": "7"}, "7"),
+                                          ({"OMP_WAIT_POLICY": "PASSIVE"}, None)])
+def test_openmp_spin_is_short_unless_the_user_chose(env, expected):
+    """Set before torch loads libgomp: the CLI module does it at import; a user's setting wins."""
+    import subprocess
+    import sys
+
+    code = "import os, pcseg.cli.main; print(os.environ.get('GOMP_SPINCOUNT'))"
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(expected)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads that wait for work sleep instead of spinning. With spinning (libgomp's default) a process
-# sharing its cores with another one collapses: SALANet C=36, 15k points, 2 threads, one busy process beside
-# it, train step 2.5-12.7 s spinning vs 0.64-1.0 s passive (benchmarks/README.md). Read when torch loads
-# libgomp, so before any import of torch; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that wait for work spin only briefly before they sleep. libgomp's default spin (300,000
+# rounds) collapses a process that shares its cores: SALANet C=36 train step, 15k points, 2 threads, with one
+# busy process beside it: 1.26 s (and up to 12.7 s with more load) at the default, 0.82 s at 3,000 rounds,
+# 0.65 s with OMP_WAIT_POLICY=PASSIVE; idle, 0.38 / 0.39 / 0.45 s (benchmarks/README.md). 3,000 keeps the idle
+# speed; a user who shares the cores can set OMP_WAIT_POLICY=PASSIVE, and any setting of theirs wins. Read
+# when torch loads libgomp, so before any import of torch.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 import importlib  # noqa: E402
 import sys  # noqa: E402
