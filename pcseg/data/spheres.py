@@ -192,7 +192,8 @@ class SphereSampler:
             raise BadInputError(f"no training point has a label the class map knows (in {names}); check "
                                 "--label-field and --class-map")
         self.synthetic_share = synthetic_share
-        self._groups: list[_Group] = []
+        # Centres are drawn in groups of clouds: all of them, or the real clouds and the synthetic rooms.
+        self._groups: list[_Group] = [_Group(self, np.arange(len(self.clouds)))] if synthetic_share is None else []
         if synthetic_share is not None:
             if not 0.0 <= synthetic_share <= 1.0:
                 raise ValueError("synthetic_share must lie in [0, 1]")
@@ -211,25 +212,9 @@ class SphereSampler:
         return cloud, int(flat - self._offsets[cloud])
 
     def _draw_center(self, rng: np.random.Generator) -> tuple[int, int]:
-        if self._groups:
-            return self._groups[int(rng.random() < self.synthetic_share)].draw(rng)
-        if self.balance_classes:
-            classes = sorted(self.class_points)
-            members = self.class_points[classes[int(rng.integers(len(classes)))]]
-            return self._locate(int(members[rng.integers(len(members))]))
-        if self.partial_share is not None and len(self._partial) and len(self._full):
-            partial = rng.random() < self.partial_share
-            if self.per_cloud:
-                pools = [p for p in (self._cloud_partial if partial else self._cloud_full) if len(p)]
-                pool = pools[int(rng.integers(len(pools)))]
-            else:
-                pool = self._partial if partial else self._full
-            return self._locate(int(pool[rng.integers(len(pool))]))
-        if self.per_cloud:
-            pools = [p for p in self._cloud_full if len(p)]  # never empty: some point has a full label
-            pool = pools[int(rng.integers(len(pools)))]
-            return self._locate(int(pool[rng.integers(len(pool))]))
-        return self._locate(int(rng.integers(self._offsets[-1])))
+        if self.synthetic_share is None:
+            return self._groups[0].draw(rng)
+        return self._groups[int(rng.random() < self.synthetic_share)].draw(rng)
 
     def sample_sphere(self, rng: np.random.Generator, max_points: int | None = None, max_tries: int = 20) -> Sphere:
         """One sphere around a random point (redrawn up to ``max_tries`` times while all its labels are
@@ -295,7 +280,9 @@ SYNTHETIC_SOURCE = "synthetic:"
 
 
 class _Group:
-    """The clouds ``members`` of a sampler, drawn from as the sampler draws from all of its clouds."""
+    """The clouds ``members`` of a sampler and how a sphere centre is drawn among them: a class first
+    (``balance_classes``), partially labelled points with probability ``partial_share``, each cloud equally
+    likely (``per_cloud``), or every labelled point alike."""
 
     def __init__(self, sampler: SphereSampler, members: np.ndarray):
         self.sampler = sampler
