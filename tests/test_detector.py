@@ -275,3 +275,36 @@ def test_detect_folder_then_eval_detect_in_lidar_frame(checkpoint, shared_data, 
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["frames"] == 2 and res["classes"]["Car"]["num_gt"]["hard"] > 0
+
+
+def test_scale_intensity_reads_the_sensor_range():
+    from pcseg.engine.detect import scale_intensity
+
+    assert np.allclose(scale_intensity(np.array([0.0, 0.5, 1.0])), [0, 0.5, 1])
+    assert np.allclose(scale_intensity(np.array([0, 51, 255], np.uint16)), [0, 0.2, 1])      # 8-bit in a uint16
+    assert np.allclose(scale_intensity(np.array([0, 13107, 65535], np.uint16)), [0, 0.2, 1])
+    assert np.allclose(scale_intensity(np.array([0, 300.0])), [0, 300 / 65535])
+
+
+def test_a_frame_from_another_sensor_height_gives_the_same_boxes_in_its_own_frame(checkpoint, shared_data, tmp_path):
+    """A KITTI frame moved to a lidar mounted 0.5 m higher (z - 0.5, 8-bit intensity, written as PLY) and given
+    --sensor-height 2.23 finds the same boxes, 0.5 m lower."""
+    from pcseg.cli.main import main
+    from pcseg.io import PointCloud, write
+
+    frame = str(shared_data / "kitti" / "training" / "velodyne" / "000001.bin")
+    pts = np.fromfile(frame, np.float32).reshape(-1, 4)
+    other = tmp_path / "frame.ply"
+    write(PointCloud(pts[:, :3].astype(np.float64) - [0, 0, 0.5],
+                     {"intensity": np.round(pts[:, 3] * 255).astype(np.uint8)}), str(other))
+    outs = []
+    for args in ([frame], [str(other), "--sensor-height", "2.23"]):
+        out = tmp_path / f"{len(outs)}.json"
+        assert main(["detect", *args, "-m", str(checkpoint), "-f", "json", "-o", str(out), "--score-thresh", "0.0",
+                     "-q"]) == 0
+        outs.append(json.loads(out.read_text())["boxes"])
+    assert len(outs[0]) == len(outs[1]) > 0
+    for a, b in zip(outs[0], outs[1]):
+        assert a["class"] == b["class"] and abs(a["score"] - b["score"]) < 0.05
+        assert abs((a["box"]["z"] - 0.5) - b["box"]["z"]) < 0.02 and abs(a["box"]["x"] - b["box"]["x"]) < 0.05
+    assert main(["detect", str(other), "-m", str(checkpoint), "--sensor-height", "-1"]) == 2

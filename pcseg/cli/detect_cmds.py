@@ -110,6 +110,10 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("kitti", "--format", "-f", help="kitti (label_2 lines with scores), json, or ply (frame with box_id)"),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (one frame) or folder (several); default stdout"),
         score_thresh: float = typer.Option(0.3, "--score-thresh", help="keep boxes scoring at least this"),
+        sensor_height: Optional[float] = typer.Option(
+            None, "--sensor-height", help="frames that are not KITTI's: the lidar's height above the ground (m) "
+            "in the frame's coordinates (origin at the sensor, x forward, z up); default: the model's (1.73 m, "
+            "KITTI's Velodyne)"),
         png: Optional[Path] = typer.Option(None, "--png", help="also draw a top view with the boxes to this PNG "
                                            "(a folder of <frame>_boxes.png with several frames)"),
         device: str = device_option(),
@@ -135,7 +139,7 @@ def register(app: typer.Typer) -> None:
             raise BadInputError("no such image file or folder", str(image))
         if image is not None and len(paths) > 1 and not image.is_dir():
             raise UsageError("with several frames, --image is a folder of <frame>.png (one image per frame)")
-        from ..engine.detect import detect_points, load_detector, load_frame
+        from ..engine.detect import KITTI_SENSOR_HEIGHT, detect_points, frame_shift, load_detector, load_frame
         from ..engine.runtime import resolve_device, set_threads
         from ..io import write
         from ..io.kitti import Calibration
@@ -161,7 +165,8 @@ def register(app: typer.Typer) -> None:
             for src in paths:
                 t0 = time.perf_counter()
                 data = sys.stdin.buffer.read() if src == "-" else None
-                points = load_frame(src, data)
+                shift = frame_shift(sensor_height, float(card.get("sensor_height", KITTI_SENSOR_HEIGHT)))
+                points = load_frame(src, data, sensor_height, float(card.get("sensor_height", KITTI_SENSOR_HEIGHT)))
                 cal = None
                 if calib is not None:
                     cf = calib / f"{_frame_id(src)}.txt" if calib.is_dir() else calib
@@ -177,6 +182,9 @@ def register(app: typer.Typer) -> None:
                         raise BadInputError(f"no image for frame {_frame_id(src)}", str(pf))
                     pixels = read_image(pf)
                 det = detect_points(net, points, score_thresh, image=pixels, calib=cal)
+                if shift:  # results in the user's frame
+                    det.boxes[:, 2] -= shift
+                    points[:, 2] -= shift
                 if cal is not None and fmt == "kitti" and len(det):
                     # camera-frame labels: KITTI annotates only what camera 2 sees, keep the boxes it sees
                     det = det.subset(cal.fov_mask(det.boxes[:, :3]))

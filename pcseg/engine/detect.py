@@ -46,22 +46,51 @@ log = logging.getLogger(__name__)
 # inference
 # ---------------------------------------------------------------------------------------------------------------
 
-def load_frame(path: str, data: bytes | None = None) -> np.ndarray:
-    """(N, 4) float32 x, y, z, intensity. ``.bin`` (or stdin bytes) is a KITTI scan; other formats go through
-    ``pcseg.io.read`` (intensity from an ``intensity`` field scaled to 0-1 when it is an integer type, else 0)."""
+KITTI_SENSOR_HEIGHT = 1.73
+"""Height of KITTI's Velodyne above the road (m): the frame the shipped detectors learned (ground at z = -1.73)."""
+
+
+def scale_intensity(values: np.ndarray) -> np.ndarray:
+    """Intensity on KITTI's 0-1 scale, whatever the sensor wrote: values already within 0-1 stay; larger ones
+    are divided by the range they fit, 255 (8-bit sensors, and 8-bit values stored in 16-bit LAS fields) or
+    65535 (16-bit). The range is read from the values, not the dtype: a uint16 LAS field often holds 0-255."""
+    v = np.asarray(values, dtype=np.float64)
+    top = float(v.max()) if len(v) else 0.0
+    if top <= 1.0:
+        return v.clip(0.0, 1.0)
+    return (v / (255.0 if top <= 255.0 else 65535.0)).clip(0.0, 1.0)
+
+
+def load_frame(path: str, data: bytes | None = None, sensor_height: float | None = None,
+               model_height: float = KITTI_SENSOR_HEIGHT) -> np.ndarray:
+    """(N, 4) float32 x, y, z, intensity in the detector's frame. ``.bin`` (or stdin bytes) is a KITTI scan; other
+    formats go through ``pcseg.io.read``, intensity rescaled by :func:`scale_intensity` (0 without one).
+
+    The frame must be the sensor's (origin at the lidar, x forward, z up). ``sensor_height``: the lidar's height
+    above the ground in this frame; z is shifted so that the ground sits where the model learned it
+    (``-model_height``). Undo the shift on the boxes with :func:`frame_shift`."""
     if data is not None or path.lower().endswith(".bin"):
         from ..io.kitti import read_velodyne
 
-        return read_velodyne(data if data is not None else path)
-    from ..io import read
+        points = read_velodyne(data if data is not None else path)
+    else:
+        from ..io import read
 
-    cloud = read(path)
-    inten = cloud.fields.get("intensity")
-    if inten is None:
-        inten = np.zeros(len(cloud))
-    elif np.issubdtype(inten.dtype, np.integer):
-        inten = inten.astype(np.float64) / max(float(np.iinfo(inten.dtype).max), 1.0)
-    return np.concatenate([cloud.xyz, np.asarray(inten, np.float64)[:, None]], 1).astype(np.float32)
+        cloud = read(path)
+        inten = cloud.fields.get("intensity")
+        inten = np.zeros(len(cloud)) if inten is None else scale_intensity(inten)
+        points = np.concatenate([cloud.xyz, inten[:, None]], 1).astype(np.float32)
+    points[:, 2] += frame_shift(sensor_height, model_height)
+    return points
+
+
+def frame_shift(sensor_height: float | None, model_height: float = KITTI_SENSOR_HEIGHT) -> float:
+    """What :func:`load_frame` adds to z (boxes found in the shifted frame are moved back by it)."""
+    if sensor_height is None:
+        return 0.0
+    if not 0.0 < sensor_height < 100.0:
+        raise UsageError(f"--sensor-height is the lidar's height above the ground in metres, not {sensor_height}")
+    return float(sensor_height - model_height)
 
 
 def load_detector(name_or_path: str, device: str = "cpu"):
