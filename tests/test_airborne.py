@@ -208,3 +208,25 @@ def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared
     command = card["training"]["command"]
     assert command.startswith("pcseg train -d ") and "als-ground:" in command and "max_steps=4" in command
     assert card["vegetation_split"]["thresholds"] == [0.5, 1.5]
+
+
+def test_quality_reads_validation_files_as_training_names_them():
+    """`--val als-ground:FILE` (a class map before the file) works where cards measure quality, as FILE:FIELD:MAP
+    does; the ground / not-ground file's "not ground" points are a set of classes and are left out."""
+    import os
+
+    from pcseg.engine.quality import measure_quality, parse_eval_spec
+    from pcseg.models import zoo
+
+    assert parse_eval_spec("als-ground:../d/autzen.las") == ("../d/autzen.las", "", "als-ground")
+    assert parse_eval_spec("tile.laz:classification:als") == ("tile.laz", "classification", "als")
+    assert parse_eval_spec("C:/tiles/a.laz")[0] == "C"          # not a class map: the old FILE:FIELD form
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "ign_lidarhd_77060_627760.laz")
+    ck = zoo.load("sala-als")
+    a = measure_quality(ck, [example], votes=1)
+    b = measure_quality(ck, [f"als:{example}"], votes=1)
+    assert a["pooled"] == b["pooled"]
+    c = measure_quality(ck, [f"als-ground:{example}"], votes=1)   # read as ground / not ground
+    assert set(k for k, v in c["pooled"]["iou"].items() if v is not None) <= {"ground", "vegetation", "building",
+                                                                             "water", "bridge", "other"}
+    assert c["per_file"]["ign_lidarhd_77060_627760.laz"]["points"] < a["per_file"]["ign_lidarhd_77060_627760.laz"]["points"]

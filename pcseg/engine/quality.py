@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.classmaps import load_class_map
+from ..data.classmaps import BUILTIN_CLASS_MAPS, load_class_map
 from ..errors import BadInputError, UsageError
 from ..io import read
 from ..models.checkpoint import Checkpoint
@@ -17,7 +17,12 @@ TRUTH_FIELDS = ("classification", "class", "label")
 
 
 def parse_eval_spec(spec: str) -> tuple[str, str, str]:
-    """``FILE[:FIELD[:CLASSMAP]]`` -> (file, field or "", class map name or "")."""
+    """``FILE[:FIELD[:CLASSMAP]]``, or ``CLASSMAP:FILE`` as training's ``--val`` writes it (``als-ground:x.las``)
+    -> (file, field or "", class map name or ""). Points a partial-label map reads as a set of classes are
+    left out of the scores."""
+    head, sep, rest = spec.partition(":")
+    if sep and head in BUILTIN_CLASS_MAPS and rest:
+        return rest, "", head
     path, field, map_name = (spec.split(":") + ["", ""])[:3]
     return path, field, map_name
 
