@@ -22,7 +22,7 @@ def _help(capsys, *cmd) -> str:
 
 
 @pytest.mark.parametrize("cmd", ["info", "convert", "subsample", "tile", "segment", "eval", "detect", "eval-detect",
-                                 "train", "distill"])
+                                 "train", "distill", "render", "export"])
 def test_help_shows_types_the_typer_way(cmd, capsys):
     """Types as TEXT / INTEGER / PATH, flags without a type (not <str>, <bool>, <list[str]>)."""
     out = _help(capsys, cmd)
@@ -39,9 +39,10 @@ def test_computing_commands_share_quiet_json_threads_device(cmd, capsys):
     assert "[default: auto]" in out
 
 
-@pytest.mark.parametrize("cmd", ["convert", "subsample", "tile", "info"])
-def test_io_commands_take_json(cmd, capsys):
-    assert "--json" in _help(capsys, cmd)
+@pytest.mark.parametrize("cmd", ["convert", "subsample", "tile", "info", "render", "export"])
+def test_other_commands_take_json_and_quiet(cmd, capsys):
+    out = _help(capsys, cmd)
+    assert "--json" in out and ("--quiet" in out or cmd == "info")
 
 
 def test_resolve_device():

@@ -2,6 +2,7 @@
 of truth | prediction | errors. Nothing heavy is imported at module import: the CLI starts fast."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Optional
@@ -9,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import BadInputError, UsageError
-from .common import FORMAT_HELP, check_not_input, in_format
+from .common import FORMAT_HELP, check_not_input, in_format, json_option, quiet_option
 
 VIEWS = ("top", "side", "persp")
 
@@ -77,8 +78,8 @@ def register(app: typer.Typer) -> None:
                                        help="the map only: no legend, titles, scale bar or north arrow"),
         format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
         force: bool = typer.Option(False, "--force", help="allow writing over the input file"),
-        quiet: bool = typer.Option(False, "--quiet", "-q",
-                                   help="no messages on stderr (errors still print)"),
+        json_out: bool = json_option(),
+        quiet: bool = quiet_option(),
     ):
         """Draw a cloud as a PNG: classes with the model's or ASPRS colours, confidence or any field on a colour
         ramp; --compare draws truth | prediction | errors. Top views have a legend, scale bar and north arrow."""
@@ -92,6 +93,9 @@ def register(app: typer.Typer) -> None:
         if compare is not None and by != "auto":
             raise UsageError("--compare colours truth and prediction by class; drop --by")
         dims = _size(size, R.COMPARE_SIZE if compare else R.DEFAULT_SIZE)
+        if output == "-" and json_out:
+            raise UsageError("--json and -o - both use stdout; write the picture to a file or drop --json")
+        quiet = quiet or json_out
         if output != "-":
             if not output.lower().endswith(".png"):
                 raise UsageError(f"the picture is a PNG: name the output <name>.png, not {output!r}")
@@ -126,3 +130,6 @@ def register(app: typer.Typer) -> None:
         else:
             R.save_png(image, output)
             note(f"wrote {output} ({image.shape[1]}x{image.shape[0]})", quiet)
+        if json_out:
+            typer.echo(json.dumps({"input": src, "output": output, "points": len(cloud), "view": view,
+                                   "width": int(image.shape[1]), "height": int(image.shape[0])}))
