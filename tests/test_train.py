@@ -54,6 +54,27 @@ def test_tiny_run_on_two_real_tiles_lowers_the_loss(tiles, tmp_path):
         assert torch.equal(ck.model.state_dict()[k], v.cpu()), k
 
 
+def test_bf16_on_the_cpu_runs_the_network_in_bfloat16_and_trains(tiles, tmp_path):
+    """bf16=true: the network's matmuls run in bfloat16 under autocast (checked on a linear layer's output), the
+    loss stays float32 and finite, and the weights stay float32."""
+    trainer = Trainer(tiny(data=tiles, max_steps=6, bf16=True), tmp_path / "run")
+    seen = []
+    linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    batch = trainer.sampler.sample_batch(np.random.default_rng(0)).to(trainer.device)
+    loss, logits, _ = trainer.compute_loss(batch)
+    assert seen and seen[0] == torch.bfloat16 and logits.dtype == torch.float32 and torch.isfinite(loss)
+    trainer.train()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(np.isfinite(r["loss"]) for r in records(tmp_path / "run") if "loss" in r)
+    seen.clear()
+    plain = Trainer(tiny(data=tiles, max_steps=1), tmp_path / "fp32")
+    lin = next(m for m in plain.model.modules() if isinstance(m, torch.nn.Linear))
+    lin.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    plain.compute_loss(batch)
+    assert seen[0] == torch.float32                       # off by default on a CPU
+
+
 def test_resume_continues_exactly(tiles, tmp_path):
     full = Trainer(tiny(data=tiles, max_steps=6, checkpoint_every=3), tmp_path / "full")
     full.train()
