@@ -162,3 +162,65 @@ def test_gt_sampling_pastes_objects_without_collisions(kitti_root):
     p3, b3, n3 = augment(p2, b2, n2, np.random.default_rng(2))
     assert n3 == n2
     _assert_same_membership(p2, b2, p3, b3, "augment")
+
+
+def _faces(centre, size, yaw, faces, n=400, seed=0):
+    """Points on the named vertical faces ('left', 'right', 'front', 'rear') of a box, z in [-1.5, 0]."""
+    rng = np.random.default_rng(seed)
+    L, W = size
+    out = []
+    for f in faces:
+        t = rng.uniform(-0.5, 0.5, n)
+        local = {"left": np.c_[t * L, np.full(n, W / 2)], "right": np.c_[t * L, np.full(n, -W / 2)],
+                 "front": np.c_[np.full(n, L / 2), t * W], "rear": np.c_[np.full(n, -L / 2), t * W]}[f]
+        c, s = np.cos(yaw), np.sin(yaw)
+        xy = local @ np.array([[c, s], [-s, c]]) + centre
+        out.append(np.c_[xy, rng.uniform(-1.5, 0.0, n)])
+    return np.concatenate(out)
+
+
+def test_fit_object_box_on_an_l_shape_recovers_the_box():
+    from pcseg.geometry.boxes import fit_object_box
+
+    yaw = np.radians(30)
+    pts = _faces((10.0, 5.0), (4.2, 1.8), yaw, ["rear", "left"])    # the faces a sensor at the origin sees
+    box = fit_object_box(pts, full_size=(3.9, 1.6, 1.5))
+    assert abs(box[6] - yaw) < np.radians(1.5)
+    assert np.allclose(box[3:5], [4.2, 1.8], atol=0.05) and np.allclose(box[:2], [10.0, 5.0], atol=0.05)
+    assert points_in_boxes(pts, box[None]).min() == 0
+
+
+def test_fit_object_box_seen_from_behind_grows_away_from_the_sensor():
+    """A car straight ahead shows its rear only: the length runs along the ray and the box extends beyond the
+    face, not towards the sensor."""
+    from pcseg.geometry.boxes import fit_object_box
+
+    pts = _faces((20.0, 0.0), (4.0, 1.7), 0.0, ["rear"])          # the rear face at x = 18
+    box = fit_object_box(pts, full_size=(3.9, 1.6, 1.5))
+    assert abs(box[6]) < np.radians(1.5)
+    assert box[3] == pytest.approx(3.9) and box[4] == pytest.approx(1.7, abs=0.02)
+    assert box[0] - box[3] / 2 == pytest.approx(18.0, abs=0.02)   # the near end stays on the face
+    assert box[5] == pytest.approx(1.5) and box[2] - box[5] / 2 == pytest.approx(pts[:, 2].min())
+
+
+def test_semantickitti_cars_join_the_gt_database(shared_data):
+    from pcseg.data.detection import GtDatabase, semantickitti_objects
+
+    scans = sorted((shared_data / "lidarseg" / "semantickitti" / "sequences").glob("*/velodyne/*.bin"))
+    if not scans:
+        pytest.skip("no SemanticKITTI scans")
+    total = 0
+    for scan in scans:
+        points, boxes, names = semantickitti_objects(scan)
+        raw = np.fromfile(scan.parent.parent / "labels" / (scan.stem + ".label"), np.uint32)
+        car = np.isin(raw & 0xFFFF, (10, 252))
+        inside = points_in_boxes(points[:, :3], boxes)
+        ids, counts = np.unique((raw >> 16)[car], return_counts=True)
+        assert len(boxes) == int((counts[ids > 0] >= 60).sum()) and set(names) <= {"Car"}
+        for i in ids[(counts >= 60) & (ids > 0)]:          # every point of a fitted car is inside one box
+            assert (inside[car & ((raw >> 16) == i)] >= 0).all()
+        assert ((boxes[:, 3] >= 3.8) & (boxes[:, 3] <= 4.6) & (boxes[:, 4] >= 1.6) & (boxes[:, 4] <= 2.3)).all()
+        total += len(boxes)
+    assert total >= 10
+    db = GtDatabase.from_frames([], scans=scans)
+    assert len(db) == total and set(db.names) == {"Car"}

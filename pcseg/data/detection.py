@@ -360,14 +360,48 @@ class GtDatabase:
                 self.crop_boxes.append(crop_boxes[k].copy() if crop is not None else None)
 
     @classmethod
-    def from_frames(cls, frames, min_points: int = 5) -> "GtDatabase":
+    def from_frames(cls, frames, min_points: int = 5, scans=()) -> "GtDatabase":
         """From `KittiFrame`s (objects of unknown difficulty left out, as is usual for KITTI); frames that carry
-        an image give their objects' image crops."""
+        an image give their objects' image crops. ``scans``: SemanticKITTI scans whose cars are added too
+        (:func:`semantickitti_objects`)."""
         db = cls()
         for f in frames:
             bbox_2d = np.array([o.bbox for o in f.objects]).reshape(-1, 4) if f.image is not None else None
             db.add_frame(f.points, f.boxes, f.names, min_points, f.difficulty, image=f.image, bbox_2d=bbox_2d)
+        for scan in scans:
+            db.add_frame(*semantickitti_objects(scan), min_points=min_points)
         return db
+
+
+SEMANTICKITTI_CARS = (10, 252)   # SemanticKITTI's "car" and "moving-car"
+MIN_SCAN_POINTS = 60             # fewer points than this give no reliable heading
+
+
+def semantickitti_objects(scan: str | os.PathLike, min_points: int = MIN_SCAN_POINTS):
+    """Cars of a SemanticKITTI scan as detection labels: (points (N, 4), boxes (B, 7), names).
+
+    The scan is a KITTI Velodyne frame (same sensor and mount as the detection frames); its ``.label`` file
+    (``../labels/<scan>.label``, semantic class in the low 16 bits, instance id in the high 16) gives each car
+    its points. A box is fitted to each car seen by at least ``min_points`` points
+    (:func:`pcseg.geometry.boxes.fit_object_box`: least-area rectangle for the heading, grown to a KITTI car's
+    mean size on the side away from the sensor), so that ground-truth sampling can paste it into other frames.
+    """
+    from ..geometry.boxes import fit_object_box
+    from ..io.kitti import read_velodyne
+
+    scan = Path(scan)
+    label_path = scan.parent.parent / "labels" / (scan.stem + ".label")
+    if not label_path.is_file():
+        raise BadInputError(f"no labels for this scan (expected {label_path.name} in ../labels)", str(scan))
+    points = read_velodyne(str(scan))
+    raw = np.fromfile(label_path, dtype=np.uint32)
+    if len(raw) != len(points):
+        raise BadInputError(f"{len(raw)} labels for {len(points)} points", str(label_path))
+    semantic, instance = raw & 0xFFFF, raw >> 16
+    car = np.isin(semantic, SEMANTICKITTI_CARS) & (instance > 0)
+    ids, counts = np.unique(instance[car], return_counts=True)
+    boxes = [fit_object_box(points[car & (instance == i), :3]) for i in ids[counts >= min_points]]
+    return points, np.array(boxes, dtype=np.float64).reshape(-1, 7), ["Car"] * len(boxes)
 
 
 DEFAULT_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}   # objects per class after sampling

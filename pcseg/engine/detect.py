@@ -145,6 +145,7 @@ class DetectTrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 10.0
     gt_sampling: bool = True
+    gt_scans: list[str] = field(default_factory=list)  # SemanticKITTI scans (.bin) whose cars join the gt database
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 50
@@ -204,7 +205,7 @@ class _Data:
                                  f"{', '.join(cfg.val_frames)} are held out")
             if not self.train and cfg.steps > 0:
                 raise UsageError(f"no training frames left in {cfg.kitti} once {', '.join(cfg.val_frames)} are held out")
-            self.database = GtDatabase.from_frames(self.train) if cfg.gt_sampling else None
+            self.database = GtDatabase.from_frames(self.train, scans=cfg.gt_scans) if cfg.gt_sampling else None
         elif cfg.steps > 0:
             raise UsageError("training on KITTI needs a KITTI training/ folder (kitti=...)")
 

@@ -204,3 +204,67 @@ def nms_bev(boxes, scores, iou_threshold: float) -> np.ndarray:
         keep.append(k)
         suppressed |= over[k]
     return order[np.asarray(keep, dtype=np.int64)]
+
+
+KITTI_CAR_SIZE = (3.88, 1.63, 1.53)
+"""Mean length, width and height (m) of the cars labelled in KITTI's training set (OpenPCDet's anchor size)."""
+
+
+END_FACE = 1.35
+"""A scanned object no longer than this many full widths shows one end only (its length is hidden)."""
+
+
+def fit_object_box(xyz, full_size=KITTI_CAR_SIZE, sensor=(0.0, 0.0), angle_step: float = 1.0) -> np.ndarray:
+    """(7,) box around the points of one object seen by a lidar at ``sensor`` (x, y), sized like a full object.
+
+    A scan sees an object's near sides only, so the points' own rectangle is too small and off-centre. Here:
+    1. heading: the rectangle of least area around the points' x-y (angles 0-90 degrees every ``angle_step``,
+       all at once); its longer side is the length, unless the points span no more than ``END_FACE`` widths:
+       then only an end is seen (a car from behind), and the length is the rectangle axis closer to the ray
+       from the sensor. The heading's sign is not observable from points: yaw is returned in (-pi/2, pi/2].
+    2. size: each horizontal side grows to at least ``full_size`` (length, width), and the growth goes to the far
+       side of the box, away from the sensor: the visible faces stay where the points are.
+    3. height: from the lowest point up, at least ``full_size[2]``.
+    """
+    p = np.asarray(xyz, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 3 or len(p) < 3:
+        raise ValueError(f"need (N >= 3, 3) points, got {p.shape}")
+    xy = p[:, :2] - p[:, :2].mean(axis=0)
+    theta = np.radians(np.arange(0.0, 90.0, angle_step))
+    c, s = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    u, v = c * xy[None, :, 0] + s * xy[None, :, 1], -s * xy[None, :, 0] + c * xy[None, :, 1]   # (A, N)
+    area = (u.max(1) - u.min(1)) * (v.max(1) - v.min(1))
+    a = int(np.argmin(area))
+    lo, hi = np.array([u[a].min(), v[a].min()]), np.array([u[a].max(), v[a].max()])
+    yaw = float(theta[a])
+    centre_xy = p[:, :2].mean(axis=0)
+    seen = hi - lo
+    if seen.max() <= END_FACE * float(full_size[1]):
+        # Only an end (rear or front) is seen, no longer than a width: the length runs away from the sensor, along
+        # the rectangle axis closest to the ray sensor -> object.
+        ray = centre_xy - np.asarray(sensor, dtype=np.float64)
+        along_v = abs(-np.sin(yaw) * ray[0] + np.cos(yaw) * ray[1]) > abs(np.cos(yaw) * ray[0] + np.sin(yaw) * ray[1])
+    else:
+        along_v = seen[1] > seen[0]  # the longer side is the length
+    if along_v:  # turn the frame by 90 degrees: v becomes the length axis
+        yaw += np.pi / 2
+        lo, hi = np.array([lo[1], -hi[0]]), np.array([hi[1], -lo[0]])
+    c1, s1 = np.cos(yaw), np.sin(yaw)
+    axes = np.array([[c1, s1], [-s1, c1]])                       # rows: length axis, width axis
+    to_sensor = axes @ (np.asarray(sensor, dtype=np.float64) - centre_xy)
+    for k in range(2):  # grow the far side of each axis to the full size
+        grow = max(float(full_size[k]) - (hi[k] - lo[k]), 0.0)
+        if to_sensor[k] > 0:  # the sensor is on the + side: the hidden side is the - one
+            lo[k] -= grow
+        else:
+            hi[k] += grow
+    mid = 0.5 * (lo + hi)
+    centre = centre_xy + mid[0] * axes[0] + mid[1] * axes[1]
+    z0 = float(p[:, 2].min())
+    dz = max(float(p[:, 2].max()) - z0, float(full_size[2]))
+    yaw = float(wrap_angle(yaw))
+    if yaw <= -np.pi / 2:
+        yaw += np.pi
+    elif yaw > np.pi / 2:
+        yaw -= np.pi
+    return np.array([centre[0], centre[1], z0 + dz / 2, hi[0] - lo[0], hi[1] - lo[1], dz, yaw])
