@@ -21,6 +21,7 @@ from pathlib import Path
 import dataclasses
 import json
 
+from pcseg.engine.distill import DistillConfig
 from pcseg.engine.quality import measure_quality
 from pcseg.engine.train import TrainConfig, portable_path, reproduce_command
 from pcseg.engine.vegetation import default_split
@@ -53,8 +54,8 @@ def main() -> int:
     card["validated_on"] = [portable_path(p) for p in card.get("validated_on", [])]
     training = card.get("training", {})
     if "config" in training:
-        cfg = TrainConfig(**{k: v for k, v in training["config"].items()
-                             if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+        kind = DistillConfig if card.get("teacher") else TrainConfig  # a distilled student reruns with pcseg distill
+        cfg = kind(**{k: v for k, v in training["config"].items() if k in {f.name for f in dataclasses.fields(kind)}})
         training["command"] = reproduce_command(cfg)
         training["config"] = {**training["config"], "data": [portable_path(p) for p in cfg.data],
                               "val": [portable_path(p) for p in cfg.val], "cache_dir": None}

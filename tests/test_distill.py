@@ -261,6 +261,12 @@ def test_gradients_reach_only_the_student_and_its_heads(tmp_path, halves):
     ck = load_checkpoint(tmp_path / "run" / "last.safetensors")
     assert set(ck.model.state_dict()) == set(d.model.state_dict())
     assert ck.card["teacher"]["name"] == "kpconv-als" and ck.card["params_ratio"] > 8
+    # the card's command reruns the distillation (not a plain `pcseg train`, which knows no teacher)
+    import shlex
+
+    cmd = shlex.split(ck.card["training"]["command"])
+    assert cmd[:4] == ["pcseg", "distill", "--teacher", "kpconv-als"] and "-o" in cmd and "--student" in cmd
+    assert not any(a.startswith(("teacher=", "features=", "dl0=")) for a in cmd)
 
 
 def test_switched_off_terms_are_not_computed(tmp_path, halves):

@@ -152,18 +152,27 @@ _NOT_SETTINGS = {"data", "val", "source", "preset", "device", "cache_dir"}
 
 
 def reproduce_command(cfg: TrainConfig) -> str:
-    """The one ``pcseg train`` command that reruns this configuration (settings that differ from the preset
-    as key=value)."""
+    """The one command that reruns this configuration: ``pcseg train``, or ``pcseg distill`` for a distillation
+    configuration (one with a ``teacher``); settings that differ from the preset and the defaults as key=value."""
     import shlex
 
     base = dict(PRESETS.get(cfg.preset, {})) if cfg.preset else {}
     defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                for f in dataclasses.fields(TrainConfig)}
-    parts = ["pcseg", "train"] + (["--config", cfg.preset] if cfg.preset else [])
+                for f in dataclasses.fields(type(cfg))}
+    teacher = getattr(cfg, "teacher", "")
+    if teacher:
+        parts = ["pcseg", "distill", "--teacher", portable_path(teacher)]
+        parts += (["--student", cfg.preset] if cfg.preset else []) + ["-o", "student.safetensors"]
+        parts += ["--teacher-cache"] if getattr(cfg, "teacher_cache", False) else []
+        # the student reads the teacher's data settings: they are not the student's to set
+        skip = _NOT_SETTINGS | {"teacher", "teacher_cache", "features", "dl0", "sphere_radius", "class_map"}
+    else:
+        parts = ["pcseg", "train"] + (["--config", cfg.preset] if cfg.preset else [])
+        skip = _NOT_SETTINGS
     parts += [a for p in cfg.data for a in ("-d", portable_path(p))]
     parts += [a for p in cfg.val for a in ("--val", portable_path(p))]
     for key, value in dataclasses.asdict(cfg).items():
-        if key in _NOT_SETTINGS or value == base.get(key, defaults.get(key)):
+        if key in skip or value == base.get(key, defaults.get(key)):
             continue
         parts.append(f"{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
     return " ".join(shlex.quote(p) for p in parts)
