@@ -324,29 +324,16 @@ def test_pcd_binary_truncated(capsys, tmp_path):
     convert_fails(capsys, tmp_path, src, 3, "truncated", "1,000 points")
 
 
-def test_pcd_fields_and_sizes_disagree(capsys, tmp_path):
-    src = make_bad(tmp_path, "sizes.pcd", _pcd(size=b"4 4") + np.zeros((2, 3), "<f4").tobytes())
-    convert_fails(capsys, tmp_path, src, 3, "3 FIELDS but 2 SIZE")
-
-
-def test_pcd_field_named_twice(capsys, tmp_path):
-    src = make_bad(tmp_path, "twice.pcd", _pcd(fields=b"x y x") + np.zeros((2, 3), "<f4").tobytes())
-    convert_fails(capsys, tmp_path, src, 3, "twice")
-
-
-def test_pcd_unsupported_type(capsys, tmp_path):
-    src = make_bad(tmp_path, "type.pcd", _pcd(size=b"4 4 2") + np.zeros((2, 3), "<f4").tobytes())
-    convert_fails(capsys, tmp_path, src, 3, "unsupported TYPE F SIZE 2")
-
-
-def test_pcd_unknown_data_kind(capsys, tmp_path):
-    src = make_bad(tmp_path, "kind.pcd", _pcd(kind=b"binary_zipped") + np.zeros((2, 3), "<f4").tobytes())
-    convert_fails(capsys, tmp_path, src, 3, "unknown PCD DATA kind")
-
-
-def test_pcd_count_of_billions(capsys, tmp_path):
-    src = make_bad(tmp_path, "count.pcd", _pcd(count=b"1 1 2147483648") + np.zeros((2, 3), "<f4").tobytes())
-    convert_fails(capsys, tmp_path, src, 3, "COUNT 1 1 2147483648")
+@pytest.mark.parametrize("header,message", [
+    ({"size": b"4 4"}, "3 FIELDS but 2 SIZE"),                          # fields and sizes disagree
+    ({"fields": b"x y x"}, "twice"),                                    # a field named twice
+    ({"size": b"4 4 2"}, "unsupported TYPE F SIZE 2"),                  # no such float type
+    ({"kind": b"binary_zipped"}, "unknown PCD DATA kind"),
+    ({"count": b"1 1 2147483648"}, "COUNT 1 1 2147483648"),             # a count of billions
+], ids=["sizes", "twice", "type", "kind", "count"])
+def test_pcd_header_that_the_data_cannot_match(capsys, tmp_path, header, message):
+    src = make_bad(tmp_path, "bad.pcd", _pcd(**header) + np.zeros((2, 3), "<f4").tobytes())
+    convert_fails(capsys, tmp_path, src, 3, message)
 
 
 def test_pcd_compressed_size_that_no_data_can_give(capsys, tmp_path):
