@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
         if check and output.suffix.lower() == ".pt2":
             result["check"] = {"input": source.name, **compare(ck, zoo.load(str(output)), cloud)}
         elif check:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
+            import importlib.util
+
+            if importlib.util.find_spec("onnxruntime") is None:
                 note("ONNX Runtime is not installed: the .onnx file is written but not checked "
                      "(pip install 'pcseg[onnx]')", quiet or json_out)
             else:
