@@ -190,3 +190,22 @@ def test_synthetic_rooms_and_disjoint_splits():
         resolve_data(["synthetic:rooms:x"], "one")
     assert len(resolve_data(["synthetic:rooms"], "one")) == 8
     assert train[0].fingerprint() != train[1].fingerprint()
+
+
+def test_color_optional_reads_a_cloud_without_colour_as_zero_colour(shared_data):
+    """A model trained with colour dropped to zero (card ``color_drop``) reads a colourless cloud as zero colour,
+    the input it learnt; every other model still refuses it."""
+    path = shared_data / "als" / "autzen_trim.las"
+    las = laspy.read(path)
+    xyz = np.stack([las.x, las.y, las.z], axis=1)
+    coloured = {n: np.asarray(las[n]) for n in ("red", "green", "blue")}
+    for fields in ({}, {k: np.zeros_like(v) for k, v in coloured.items()}):  # no colour fields / all zero
+        f = make_features(fields, xyz, ("one", "rgb", "z"), color_optional=True)
+        assert f.shape == (len(xyz), 5)
+        np.testing.assert_array_equal(f[:, 1:4], 0.0)
+        np.testing.assert_allclose(f[:, 4], xyz[:, 2] - xyz[:, 2].min(), rtol=1e-5)
+        with pytest.raises(BadInputError):
+            make_features(fields, xyz, ("one", "rgb", "z"))
+    # colour that is there is read as always
+    np.testing.assert_array_equal(make_features(coloured, xyz, ("one", "rgb"), color_optional=True),
+                                  make_features(coloured, xyz, ("one", "rgb")))

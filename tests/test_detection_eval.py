@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pcseg.engine.detection_eval import average_precision, evaluate, evaluate_folders, format_results
+from pcseg.engine.detection_eval import (
+    LOOSE_OVERLAP, average_precision, evaluate, evaluate_folders, format_results,
+)
 from pcseg.errors import BadInputError, UsageError
 from pcseg.io.kitti import (
     Calibration, KittiObject, format_label_lines, lidar_boxes_to_objects, objects_to_lidar_boxes, read_labels,
@@ -118,6 +120,10 @@ def test_overlap_thresholds_per_class_and_bev_vs_3d():
     shift = np.array([1.0, 0.0, 0.0])
     r = evaluate({"a": [det(car, 0.9, location=car.location + shift)]}, {"a": [car]})
     assert ap(r, metric="bev") == 0.0                  # 0.6 < 0.7 for cars
+    loose = evaluate({"a": [det(car, 0.9, location=car.location + shift)]}, {"a": [car]},
+                     min_overlap=LOOSE_OVERLAP)
+    assert ap(loose, metric="bev") == pytest.approx(100.0)  # 0.6 > 0.5, the devkit's looser set
+    assert loose["min_overlap"]["Car"] == 0.5 and "overlap Car 0.5, Pedestrian 0.25" in format_results(loose)
     pshift = np.array([0.3, 0.0, 0.0])                 # pedestrian: 0.7 / 1.3 = 0.538 > 0.5
     r = evaluate({"a": [det(ped, 0.9, location=ped.location + pshift)]}, {"a": [ped]})
     assert ap(r, "Pedestrian", metric="bev") == pytest.approx(100.0)

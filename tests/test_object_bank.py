@@ -181,6 +181,12 @@ def test_composed_rooms_place_bank_objects_without_overlap(rooms, bank):
     assert {"door", "window", "table", "sofa", "clutter"} <= placed
 
 
+def test_a_table_too_small_for_a_chair_gets_none_on_that_side(bank):
+    """Seed 6 draws a table narrower than a procedural chair (0.45 m); it used to stop the room generator."""
+    room = build_room(np.random.default_rng(6), density=800.0, bank=bank, bank_share=0.6)
+    assert len(room.xyz) > 0
+
+
 def test_procedural_rooms_are_unchanged_without_a_bank():
     room = build_room(np.random.default_rng(4), density=150.0)
     xyz, rgb, lab = generate_room(np.random.default_rng(4), density=150.0)

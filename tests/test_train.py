@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pcseg.engine.train import Trainer, TrainConfig
+from pcseg.errors import UsageError
 from pcseg.models.checkpoint import load_checkpoint
 
 # Two real IGN LiDAR HD tiles (not the README's validation tiles).
@@ -52,6 +53,27 @@ def test_tiny_run_on_two_real_tiles_lowers_the_loss(tiles, tmp_path):
     assert ck.card["training"]["steps"] == 40 and result["steps"] == 40
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(ck.model.state_dict()[k], v.cpu()), k
+
+
+def test_color_drop_setting_reaches_the_sampler_and_the_card(shared_data, tmp_path):
+    room = str(shared_data / "indoor" / "scannet_scene0000_00.ply")
+    cfg = tiny(data=[room], features=["one", "rgb", "z"], class_map="nyu40-to-s3dis", dl0=0.2, sphere_radius=2.0,
+               augmentation="sala-s3dis", color_drop=0.5, max_steps=1)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.train()
+    assert trainer.augmentation.color_drop == 0.5
+    ck = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert ck.card["color_drop"] == 0.5
+    # the model segments the room with its colour removed (zero colour, as in the dropped spheres)
+    from pcseg.engine.infer import segment_points
+    from pcseg.io import PointCloud, read
+
+    cloud = read(room)
+    bare = PointCloud(cloud.xyz[::20], {k: v[::20] for k, v in cloud.fields.items() if k not in ("red", "green", "blue")})
+    assert len(segment_points(ck, bare, votes=1).labels) == len(bare)
+    with pytest.raises(UsageError, match="color_drop"):
+        Trainer(tiny(data=[room], features=["one", "rgb"], class_map="nyu40-to-s3dis", dl0=0.2, sphere_radius=2.0,
+                     color_drop=1.5, max_steps=1), tmp_path / "bad").train()
 
 
 def test_bf16_on_the_cpu_runs_the_network_in_bfloat16_and_trains(tiles, tmp_path):

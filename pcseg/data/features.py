@@ -32,7 +32,9 @@ Channels (names accepted by ``--features``, in the order given):
 
 A requested channel the data lacks raises :class:`pcseg.errors.BadInputError` naming the file, the channel and
 the fields the file has; so does a colour or intensity field that is present but all zero (some LAS writers create the
-colour dimensions and leave them empty): a model is never fed silent zeros.
+colour dimensions and leave them empty): a model is never fed silent zeros. The one exception is a model that
+learnt colourless input: one trained with colour dropped to zero on part of its spheres (the card's
+``color_drop``) reads a cloud without colour with zero ``rgb`` columns (``color_optional``), and says so.
 
 :data:`FEATURE_PRESETS` lists the channels each paper uses; :func:`channel_slices` says which columns hold which
 channel (augmentation uses it to drop colour).
@@ -96,6 +98,12 @@ def channel_slices(channels: Sequence[str]) -> dict[str, slice]:
         out[c] = slice(start, start + CHANNEL_WIDTHS[c])
         start += CHANNEL_WIDTHS[c]
     return out
+
+
+def has_color(fields: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``fields`` hold colour that is not all zero."""
+    names = next((t for t in _RGB_NAMES if all(k in fields for k in t)), None)
+    return names is not None and any(np.any(fields[k]) for k in names)
 
 
 def _missing(channel: str, wanted: str, fields: Mapping[str, np.ndarray], path: str | None) -> BadInputError:
@@ -175,12 +183,16 @@ def make_features(
     path: str | None = None,
     stats: FeatureStats | None = None,
     local: bool = True,
+    color_optional: bool = False,
 ) -> np.ndarray:
     """(N, F) float32 input features of a whole cloud for ``channels`` (see the module docstring).
 
     fields: per-point arrays by name (``PointCloud.fields``); xyz: (N, 3) coordinates; path: the source file,
     named in errors; stats: whole-cloud statistics when ``xyz`` is only a piece of the cloud; local=False
-    leaves the neighbourhood channels NaN, for :func:`fill_local_features` on a spatial piece with margin.
+    leaves the neighbourhood channels NaN, for :func:`fill_local_features` on a spatial piece with margin;
+    color_optional: the model was trained with colour dropped to zero on part of its spheres (the card's
+    ``color_drop``), so a cloud without colour gets zero ``rgb`` columns, the input it learnt for that case,
+    instead of an error.
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     n = len(xyz)
@@ -195,6 +207,10 @@ def make_features(
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))
         elif c == "rgb":
             names = next((t for t in _RGB_NAMES if all(k in fields for k in t)), None)
+            if color_optional and (names is None or (n and stats is None
+                                                     and not any(np.any(fields[k]) for k in names))):
+                cols.append(np.zeros((n, 3), np.float32))
+                continue
             if names is None:
                 raise _missing(c, "fields red, green, blue", fields, path)
             rgb = np.stack([np.asarray(fields[k]) for k in names], axis=1)

@@ -591,8 +591,8 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
                         c_scale, c_yaw = rng.uniform(0.9, 1.1), int(rng.integers(4)) * math.pi / 2
                         hw, hd = _rotated_half(*(bank.sizes[kc][:2] * c_scale / 2), c_yaw)
                         cw, cd = 2 * hw, 2 * hd
-                        if (cw if horizontal else cd) > span:
-                            continue
+                    if (cw if horizontal else cd) > span:  # a small table: no chair fits along this side
+                        continue
                     pos = rng.uniform(0.0, span - (cw if horizontal else cd))
                     off = rng.uniform(0.05, 0.25)
                     if side == 0:

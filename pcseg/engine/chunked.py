@@ -85,7 +85,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         f_dim = None
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
-            feats = make_features(c.fields, c.xyz, channels, src, stats, local=False)
+            feats = make_features(c.fields, c.xyz, channels, src, stats, local=False,
+                                  color_optional=bool(card.get("color_drop")))
             f_dim = feats.shape[1]
             gx0 = np.floor((c.xyz[:, 0] - margin - lo[0]) / size).astype(int)
             gx1 = np.floor((c.xyz[:, 0] + margin - lo[0]) / size).astype(int)

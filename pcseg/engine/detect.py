@@ -242,9 +242,10 @@ def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict |
         "metrics": metrics or {}})
 
 
-def evaluate_frames(model, frames, score_thresh: float = 0.1) -> dict:
-    """KITTI AP (``pcseg.engine.detection_eval.evaluate``) of the model on ``KittiFrame``s."""
-    from ..engine.detection_eval import evaluate
+def evaluate_frames(model, frames, score_thresh: float = 0.1, min_overlap: dict | None = None) -> dict:
+    """KITTI AP (``pcseg.engine.detection_eval.evaluate``) of the model on ``KittiFrame``s; with
+    ``min_overlap="both"`` the benchmark's overlaps and, under ``"loose"``, the devkit's looser set."""
+    from ..engine.detection_eval import LOOSE_OVERLAP, evaluate
     from ..io.kitti import lidar_boxes_to_objects
 
     was = model.training
@@ -256,7 +257,9 @@ def evaluate_frames(model, frames, score_thresh: float = 0.1) -> dict:
         pred[f.frame_id] = lidar_boxes_to_objects(det.boxes, det.names, det.scores, f.calib)
         truth[f.frame_id] = f.objects
     model.train(was)
-    return evaluate(pred, truth)
+    if min_overlap == "both":
+        return {**evaluate(pred, truth), "loose": evaluate(pred, truth, min_overlap=LOOSE_OVERLAP)}
+    return evaluate(pred, truth, min_overlap=min_overlap)
 
 
 def summary(result: dict) -> dict:
@@ -269,6 +272,10 @@ def summary(result: dict) -> dict:
             if v is not None and metric == "3d":
                 means.append(v)
     out["mean_3d_R40_moderate"] = float(np.mean(means)) if means else None
+    for cls, entry in result.get("loose", {}).get("classes", {}).items():  # Car at IoU 0.5, the others at 0.25
+        iou = result["loose"]["min_overlap"][cls]
+        for metric in ("bev", "3d"):
+            out[f"{cls}_{metric}_R40_moderate_iou{iou:g}"] = entry[metric]["R40"]["moderate"]
     return out
 
 
@@ -385,7 +392,7 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
             validate = data.val and step > cfg.synthetic_steps and (step % cfg.val_every == 0 or step == total
                                                                     or out_of_time)
             if validate:
-                metrics = summary(evaluate_frames(model, data.val))
+                metrics = summary(evaluate_frames(model, data.val, min_overlap="both"))
                 metrics_file.write(json.dumps({"step": step, "val": metrics}) + "\n")
                 metrics_file.flush()
                 score = metrics["mean_3d_R40_moderate"]

@@ -8,6 +8,7 @@ saw it (weight decreasing with the distance to the sphere centre) -> ``votes`` p
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
-from ..data.features import make_features
+from ..data.features import has_color, make_features
 from ..geometry import grid_subsample
 from ..geometry.tiling import column_covering_centers
 from ..io import PointCloud
 from ..models.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
 
 # A point at the sphere's border still counts, but 20x less than one at its centre.
 _MIN_WEIGHT = 0.05
@@ -116,7 +119,13 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud):
     spec = ckpt.model.pyramid_spec
     if card.get("neighbor_limits"):
         spec = dataclasses.replace(spec, neighbor_limits=list(card["neighbor_limits"]))
-    feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"))
+    optional = bool(card.get("color_drop"))
+    if optional and "rgb" in card["features"] and not has_color(cloud.fields):
+        log.warning("%s has no colour: the model reads zero colour, the input it learnt from the %.0f%% of its "
+                    "training spheres whose colour was dropped", cloud.meta.get("source") or "the cloud",
+                    100 * card["color_drop"])
+    feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
+                          color_optional=optional)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
 
 

@@ -40,10 +40,11 @@ PRESETS: dict[str, dict] = {
                   "Data on the command line, e.g. -d ../shared/data/indoor/scannet_scene0000_00.ply "
                   "-d ../shared/data/indoor/scannet_scene0000_01.ply -d synthetic:bank-rooms:32 "
                   "--val ../shared/data/indoor/scannet_scene0000_02.ply (a rescan of the training room: it "
-                  "overstates quality)",
+                  "overstates quality). Colour is dropped on half of the spheres (supp. B.1 drops it on 20%) so "
+                  "that one model also reads indoor lidar without colour",
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "rgb", "z"],
         "dl0": 0.04, "sphere_radius": 2.0, "class_map": "nyu40-to-s3dis", "augmentation": "sala-s3dis",
-        "per_cloud": True, "synthetic_share": 0.5, **_KPCONV_OPT,
+        "color_drop": 0.5, "per_cloud": True, "synthetic_share": 0.5, **_KPCONV_OPT,
     },
     "s3dis-salanet-bank-xyz": {
         "source": "s3dis-salanet-bank without colour, for indoor lidar scans that store none: features 1 + "

@@ -58,6 +58,7 @@ class TrainConfig:
     class_map: str | None = None
     label_field: str | None = None
     augmentation: str = "sala-s3dis"
+    color_drop: float | None = None  # share of spheres whose colour is set to zero (None: the augmentation's)
     balance_classes: bool = False
     partial_share: float | None = 0.25  # share of sphere centres on partially labelled points (None: uniform)
     per_cloud: bool = False  # draw each sphere's cloud uniformly first (see SphereSampler)
@@ -252,8 +253,13 @@ class Trainer:
         aug = AUGMENTATIONS.get(cfg.augmentation)
         if aug is None:
             raise UsageError(f"unknown augmentation {cfg.augmentation!r}; known: {', '.join(AUGMENTATIONS)}")
+        self.augmentation = aug()
+        if cfg.color_drop is not None:
+            if not 0 <= cfg.color_drop <= 1:
+                raise UsageError(f"color_drop must be in [0, 1], got {cfg.color_drop}")
+            self.augmentation = dataclasses.replace(self.augmentation, color_drop=float(cfg.color_drop))
         sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
-                                balance_classes=cfg.balance_classes, augmentation=aug(),
+                                balance_classes=cfg.balance_classes, augmentation=self.augmentation,
                                 partial_share=cfg.partial_share, per_cloud=cfg.per_cloud,
                                 synthetic_share=cfg.synthetic_share)
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
@@ -326,6 +332,9 @@ class Trainer:
                          "command": reproduce_command(cfg), "config": config},
             "metrics": metrics or {},
             **({"vegetation_split": split} if (split := default_split(self.class_map.names)) else {}),
+            # a model that saw colourless spheres reads clouds without colour (pcseg.data.features)
+            **({"color_drop": self.augmentation.color_drop}
+               if "rgb" in cfg.features and self.augmentation.color_drop > 0 else {}),
         }
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
