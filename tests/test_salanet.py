@@ -146,3 +146,31 @@ def test_cuda_forward_matches_cpu(s3dis_room):
         cpu = model(batch.to("cpu"))
         gpu = model.to("cuda")(batch.to("cuda"))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["salanet", "kpfcnn"])
+def test_trimmed_neighbour_matrices_give_the_padded_results(shared_data, name):
+    """The neighbour builder drops columns that are shadows in every row (sparse clouds: far fewer neighbours
+    than the caps). Padding them back to the caps must change no logit: shadows contribute nothing."""
+    import dataclasses
+
+    from pcseg.io import read
+
+    cloud = read(shared_data / "als" / "test_semis_2024_0751_6690_LA93_IGN69.laz")  # ~0.1 pts/m2 (a Path)
+    xyz = cloud.xyz[np.linalg.norm(cloud.xyz[:, :2] - cloud.xyz[0, :2], axis=1) < 60.0]
+    xyz = (xyz - xyz.mean(axis=0)).astype(np.float32)
+    torch.manual_seed(0)
+    model = build(name, num_classes=6, in_features=1, dl0=0.5, **({"width": 8} if name == "salanet" else {})).eval()
+    caps = [25, 34, 46, 49, 37]
+    spec = dataclasses.replace(model.pyramid_spec, neighbor_limits=caps)
+    batch = build_batch([xyz], [np.ones((len(xyz), 1), np.float32)], spec)
+    assert batch.neighbors[0].shape[1] < caps[0]  # trimmed on this sparse cloud
+
+    def pad(mats, supports):
+        return [np.pad(m, ((0, 0), (0, cap - m.shape[1])), constant_values=len(s))
+                for m, cap, s in zip(mats, caps, supports)]
+
+    padded = dataclasses.replace(batch, neighbors=pad(batch.neighbors, batch.points),
+                                 pools=pad(batch.pools, batch.points))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch.to("cpu")), model(padded.to("cpu")), rtol=1e-5, atol=1e-5)

@@ -80,13 +80,15 @@ def _check_cloud(cloud: PointCloud, path: str) -> PointCloud:
     return cloud
 
 
-def read(path: str, format: str | None = None, columns: str | None = None, labels: str | None = None) -> PointCloud:
+def read(path: str | os.PathLike, format: str | None = None, columns: str | None = None,
+         labels: str | None = None) -> PointCloud:
     """Read a point cloud. ``path`` ``-`` reads standard input (``format`` needed where it cannot be sniffed).
 
     ``columns``: column spec for ``.bin`` (count or names), ``.npy`` and text files (``x,y,z,intensity,class``).
     ``labels``: a SemanticKITTI ``.label`` file for a ``.bin`` scan.
     Raises :class:`BadInputError` (one line naming the file and the problem) for anything wrong with the data.
     """
+    path = os.fspath(path)
     label = "<stdin>" if path == "-" else path
     if path == "-":
         data = sys.stdin.buffer.read()
