@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcseg.engine.train import Trainer, TrainConfig
-from pcseg.errors import UsageError
+from pcseg.errors import BadInputError, UsageError
 from pcseg.models.checkpoint import load_checkpoint
 
 # Two real IGN LiDAR HD tiles (not the README's validation tiles).
@@ -71,6 +71,13 @@ def test_color_drop_setting_reaches_the_sampler_and_the_card(shared_data, tmp_pa
     cloud = read(room)
     bare = PointCloud(cloud.xyz[::20], {k: v[::20] for k, v in cloud.fields.items() if k not in ("red", "green", "blue")})
     assert len(segment_points(ck, bare, votes=1).labels) == len(bare)
+    from pcseg.engine.quality import measure_quality
+
+    q = measure_quality(ck, [f"{room}:nyu40:nyu40-to-s3dis"], votes=1, without_color=True)
+    assert 0.5 * len(cloud) < q["per_file"]["scannet_scene0000_00.ply"]["points"] <= len(cloud)  # labelled points
+    ck.card.pop("color_drop")  # a model that never saw colourless spheres refuses the same file
+    with pytest.raises(BadInputError, match="rgb"):
+        measure_quality(ck, [f"{room}:nyu40:nyu40-to-s3dis"], votes=1, without_color=True)
     with pytest.raises(UsageError, match="color_drop"):
         Trainer(tiny(data=[room], features=["one", "rgb"], class_map="nyu40-to-s3dis", dl0=0.2, sphere_radius=2.0,
                      color_drop=1.5, max_steps=1), tmp_path / "bad").train()
@@ -114,7 +121,7 @@ def test_resume_continues_exactly(tiles, tmp_path):
 
 
 def test_refuses_to_clobber_a_run_without_resume(tiles, tmp_path):
-    from pcseg.errors import UsageError
+    from pcseg.errors import BadInputError, UsageError
 
     Trainer(tiny(data=tiles, max_steps=1), tmp_path / "r").train()
     with pytest.raises(UsageError, match="--resume"):

@@ -1,6 +1,7 @@
 """Quality and speed of a segmentation checkpoint on labelled files: what model cards report."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,11 @@ def parse_eval_spec(spec: str) -> tuple[str, str, str]:
     return path, field, map_name
 
 
-def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None) -> dict:
+def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None, without_color: bool = False) -> dict:
     """Segment every ``FILE[:FIELD[:CLASSMAP]]`` with ``ck`` and score it against its ground truth.
+
+    ``without_color``: the files' colour fields are removed first (how a model whose card has ``color_drop``
+    does on scans that store no colour).
 
     Returns ``{"votes", "pooled": {miou, oa, macc, iou}, "per_file": {name: {miou, oa, iou, points, seconds,
     points_per_second}}, "seconds"}``; ``seconds`` is the time of segmentation proper (subsampling, spheres,
@@ -39,6 +43,9 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None)
     for spec in specs:
         path, field, map_name = parse_eval_spec(spec)
         cloud = read(path)
+        if without_color:
+            cloud = dataclasses.replace(cloud, fields={k: v for k, v in cloud.fields.items()
+                                                       if k not in ("red", "green", "blue", "r", "g", "b")})
         field = field or next((f for f in TRUTH_FIELDS if f in cloud.fields), "")
         if field not in cloud.fields:
             raise BadInputError(f"no ground-truth field in {path}; name it as {path}:FIELD", path)
