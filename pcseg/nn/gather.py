@@ -36,8 +36,13 @@ def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.
         pooled = gather_rows(padded, neighbors).amax(dim=1)  # no backward: the plain reduction is ~10x faster
         return pooled.masked_fill(pooled == float("-inf"), 0.0)
     with torch.no_grad():
-        # max(dim) with indices: on CPU several times faster than argmax(dim) over the middle dimension.
-        winner = gather_rows(padded, neighbors).max(dim=1).indices                # (M, C) slot of the max
+        # (M, C) slot of the max, the first one on ties: amax, then the first slot equal to it (an amax over
+        # reversed slot numbers). On a CPU max(dim) with indices ran 7x slower than amax, argmax slower still.
+        rows = gather_rows(padded, neighbors)                                      # (M, H, C)
+        h = rows.shape[1]
+        slots = torch.arange(h - 1, -1, -1, dtype=rows.dtype, device=rows.device).view(1, h, 1)
+        winner = (h - 1) - rows.eq_(rows.amax(dim=1, keepdim=True)).mul_(slots).amax(dim=1).long()
+        del rows
         source = neighbors.gather(1, winner)                                       # (M, C) row of the max
         empty = source >= n                                                        # all-shadow queries
         source = source.masked_fill(empty, 0)
