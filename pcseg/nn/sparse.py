@@ -26,6 +26,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,7 +126,12 @@ class SparseTensor:
         n = len(sorted_keys)
         if n == 0:
             return torch.zeros_like(keys)
-        pos = torch.searchsorted(sorted_keys, keys).clamp_max_(n - 1)
+        if keys.device.type == "cpu":
+            # numpy's binary search starts from the previous answer when the queries increase, which kernel-map
+            # queries do offset by offset: 22 ms against torch's 52 ms for the 27 x 29k queries of a KITTI frame.
+            pos = torch.from_numpy(np.searchsorted(sorted_keys.numpy(), keys.numpy())).clamp_max_(n - 1)
+        else:
+            pos = torch.searchsorted(sorted_keys, keys).clamp_max_(n - 1)
         return torch.where(sorted_keys[pos] == keys, order[pos], n)
 
 
@@ -174,8 +180,8 @@ def build_kernel_map(x: SparseTensor, out_coords: torch.Tensor, offsets: torch.T
     base[:, 1:] *= torch.tensor(_triple(stride), device=out_coords.device)
     _, y, xx = (d + 2 * KEY_MARGIN for d in x.spatial_shape)
     delta = (offsets[:, 0] * y + offsets[:, 1]) * xx + offsets[:, 2]                  # (K,)
-    keys = pack_coords(base, x.spatial_shape)[:, None] + delta[None]
-    table = x.find(keys.view(-1)).view(keys.shape)
+    keys = delta[:, None] + pack_coords(base, x.spatial_shape)[None]                   # (K, N_out), offset-major
+    table = x.find(keys.view(-1)).view(keys.shape).t().contiguous()
     return KernelMap(table, len(x.coords))
 
 
