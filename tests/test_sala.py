@@ -11,6 +11,7 @@ from pcseg.errors import UsageError
 from pcseg.geometry import grid_subsample, radius_neighbors
 from pcseg.models import count_macs
 from pcseg.nn import SALA
+from pcseg.nn.gather import ragged_buckets
 
 
 def fragment(shared_data):
@@ -191,3 +192,42 @@ def test_cuda_matches_cpu():
         cpu = layer(s, s, nbs, f)
         gpu = layer.to("cuda")(s.cuda(), s.cuda(), nbs.cuda(), f.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum"])
+def test_ragged_groups_give_the_direct_loop(shared_data, monkeypatch, reduction):
+    """Inference on ragged neighbourhoods runs row groups trimmed to their own width (sparse clouds); forced here
+    on the real fragment, it must still give Eq. 4-9 written out."""
+    import pcseg.nn.sala as sala_module
+
+    calls = []
+
+    def always(neighbors, n):
+        groups = ragged_buckets(neighbors, n, min_rows=1, min_saving=0.0)
+        calls.append(groups)
+        return groups
+
+    monkeypatch.setattr(sala_module, "ragged_buckets", always)
+    torch.manual_seed(0)
+    layer = SALA(3, 5, groups=2, reduction=reduction).double()
+    q, s, nbs, f = real_inputs(shared_data, strided=False, limit=20)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(q, s, nbs, f), direct_sala(layer, q, s, nbs, f), rtol=1e-10, atol=1e-10)
+    assert calls and len(calls[0]) > 1  # more than one group was run
+
+
+def test_ragged_buckets_cover_every_row_once_within_its_width():
+    rng = np.random.default_rng(0)
+    m, h, n = 10_000, 40, 50_000
+    counts = np.minimum(rng.geometric(0.15, m), h)          # mostly small, a few at the cap
+    nbs = np.full((m, h), n)
+    for i, c in enumerate(counts):
+        nbs[i, :c] = rng.integers(0, n, c)
+    groups = ragged_buckets(torch.as_tensor(nbs), n)
+    rows = torch.cat([r for r, _ in groups]).sort().values
+    assert torch.equal(rows, torch.arange(m))
+    for r, width in groups:
+        assert (torch.as_tensor(counts)[r] <= width).all()
+    assert sum(len(r) * w for r, w in groups) < 0.7 * m * h
+    dense = np.tile(np.arange(h), (m, 1))                    # every row full: nothing to gain
+    assert ragged_buckets(torch.as_tensor(dense), n) is None

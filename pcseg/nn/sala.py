@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .gather import ragged_buckets
 
 REDUCTIONS = ("max", "sum")
 ASSIGNMENTS = ("soft", "hard", "none")
@@ -130,6 +131,24 @@ class SALA(nn.Module):
             raise ValueError(f"SALA expects features of shape ({n}, {self.in_channels}), got {tuple(features.shape)}")
         if n == 0 or k == 0:
             return features.new_zeros((m, c))
+        # W_g^f f_j for every support point and all groups at once (the product's own layout, no transposed copy).
+        wf = self.weight_f.t() @ features.t()  # (S*C, N)
+        buckets = None if torch.is_grad_enabled() else ragged_buckets(neighbors, n)
+        if buckets is None:
+            return self._aggregate(query_points, support_points, neighbors, wf)
+        # Inference on ragged neighbourhoods (sparse clouds): rows grouped by their number of real neighbours,
+        # each group trimmed to its own width. The same numbers per row; far fewer shadow pairs moved.
+        out = wf.new_empty((m, c))
+        for rows, width in buckets:
+            out[rows] = self._aggregate(query_points[rows], support_points, neighbors[rows, :width], wf)
+        return out
+
+    def _aggregate(self, query_points: torch.Tensor, support_points: torch.Tensor, neighbors: torch.Tensor,
+                   wf: torch.Tensor) -> torch.Tensor:
+        """Eq. 4-9 for the queries of ``neighbors`` (M, H), given ``wf`` = W_g^f f_j of every support point."""
+        m, k = neighbors.shape
+        n = support_points.shape[0]
+        s, c = self.groups, self.out_channels
         # Channels first (see the notes above): columns are the H*M (neighbour, query) pairs, neighbour-major so
         # that the MAX of Eq. 8 reduces over a leading dimension.
         flat = neighbors.t().reshape(-1)
@@ -143,8 +162,6 @@ class SALA(nn.Module):
             r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (4): (pos, H*M), MLP_p on columns
             if self.assignment != "none":
                 h = self._assign_columns(r)  # (5): (S, H*M)
-        # W_g^f f_j for every support point and all groups at once (the product's own layout, no transposed copy).
-        wf = self.weight_f.t() @ features.t()  # (S*C, N)
         if use_max and torch.is_grad_enabled():
             return self._max_with_selected_gradient(wf, flat, r, h, valid, s, c, k, m)
         # The shadow column is -inf for MAX (it can never win, whatever is added to it) and 0 for SUM (weighted
