@@ -22,7 +22,7 @@ import dataclasses
 import json
 
 from pcseg.engine.distill import DistillConfig
-from pcseg.engine.quality import measure_quality
+from pcseg.engine.quality import measure_quality, parse_eval_spec
 from pcseg.engine.train import TrainConfig, portable_path, reproduce_command
 from pcseg.engine.vegetation import default_split
 from pcseg.models.checkpoint import load_checkpoint, save_checkpoint
@@ -67,7 +67,7 @@ def main() -> int:
         "task": "segment",
         "trained_on": ck.card.get("trained_on", []),
         "validated_on": ck.card.get("validated_on", []),
-        "measured_on": [portable_path(s.split(":")[0]) for s in args.eval],
+        "measured_on": [portable_path(parse_eval_spec(s)[0]) for s in args.eval],
         "quality": quality,
         "note": args.note,
     }
