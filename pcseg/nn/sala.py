@@ -124,13 +124,11 @@ class SALA(nn.Module):
 
     def forward(self, query_points: torch.Tensor, support_points: torch.Tensor, neighbors: torch.Tensor,
                 features: torch.Tensor) -> torch.Tensor:
-        m, k = neighbors.shape
         n = support_points.shape[0]
-        s, c = self.groups, self.out_channels
         if features.shape != (n, self.in_channels):
             raise ValueError(f"SALA expects features of shape ({n}, {self.in_channels}), got {tuple(features.shape)}")
-        if n == 0 or k == 0:
-            return features.new_zeros((m, c))
+        if n == 0 or neighbors.shape[1] == 0:
+            return features.new_zeros((neighbors.shape[0], self.out_channels))
         # W_g^f f_j for every support point and all groups at once (the product's own layout, no transposed copy).
         wf = self.weight_f.t() @ features.t()  # (S*C, N)
         buckets = None if torch.is_grad_enabled() else ragged_buckets(neighbors, n)
@@ -138,7 +136,7 @@ class SALA(nn.Module):
             return self._aggregate(query_points, support_points, neighbors, wf)
         # Inference on ragged neighbourhoods (sparse clouds): rows grouped by their number of real neighbours,
         # each group trimmed to its own width. The same numbers per row; far fewer shadow pairs moved.
-        out = wf.new_empty((m, c))
+        out = wf.new_empty((neighbors.shape[0], self.out_channels))
         for rows, width in buckets:
             out[rows] = self._aggregate(query_points[rows], support_points, neighbors[rows, :width], wf)
         return out
