@@ -83,6 +83,22 @@ def test_color_drop_setting_reaches_the_sampler_and_the_card(shared_data, tmp_pa
                      color_drop=1.5, max_steps=1), tmp_path / "bad").train()
 
 
+def test_mixed_sources_give_the_target_taxonomy_whatever_their_order(shared_data, tmp_path):
+    """ScanNet read through nyu40-to-s3dis beside rooms with S3DIS ids: the model's classes are the s3dis map
+    (predictions decode to S3DIS ids, `--eval` reads S3DIS files), not the map of whichever came first."""
+    room = str(shared_data / "indoor" / "scannet_scene0000_00.ply")
+    for data in ([room, "synthetic:rooms:1"], ["synthetic:rooms:1", room]):
+        cfg = tiny(data=data, features=["one", "z"], class_map="nyu40-to-s3dis", dl0=0.2, sphere_radius=2.0)
+        trainer = Trainer(cfg, tmp_path / f"run{data[0] == room}")
+        assert trainer.class_map.name == "s3dis"
+        assert [s.class_map.name for s in trainer.train_sources] in (["nyu40-to-s3dis", "s3dis"],
+                                                                     ["s3dis", "nyu40-to-s3dis"])
+    # one source alone keeps its own map (a ScanNet-only model decodes to NYU40 codes, as before)
+    solo = Trainer(tiny(data=[room], features=["one", "z"], class_map="nyu40-to-s3dis", dl0=0.2, sphere_radius=2.0),
+                   tmp_path / "solo")
+    assert solo.class_map.name == "nyu40-to-s3dis"
+
+
 def test_bf16_on_the_cpu_runs_the_network_in_bfloat16_and_trains(tiles, tmp_path):
     """bf16=true: the network's matmuls run in bfloat16 under autocast (checked on a linear layer's output), the
     loss stays float32 and finite, and the weights stay float32."""

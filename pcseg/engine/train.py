@@ -22,7 +22,7 @@ import torch
 
 from ..data.augment import Augmentation
 from ..data.cache import DiskCache, default_cache_root
-from ..data.classmaps import IGNORE
+from ..data.classmaps import BUILTIN_CLASS_MAPS, IGNORE, load_class_map
 from ..data.datasets import check_disjoint, resolve_data
 from ..data.spheres import SphereSampler, calibrated_spec, prepare_clouds, suggest_point_budget
 from ..errors import UsageError
@@ -239,8 +239,14 @@ class Trainer:
                                label_field=cfg.label_field) if cfg.val else []
         check_disjoint(train_src, val_src)
         # The checkpoint carries the map that reads the first training source: its raw codes are what
-        # predictions decode to (e.g. ASPRS codes, S3DIS ids) and what `segment --eval` reads.
+        # predictions decode to (e.g. ASPRS codes, S3DIS ids) and what `segment --eval` reads. Sources read
+        # through different maps of the same classes (ScanNet through nyu40-to-s3dis beside S3DIS-id rooms)
+        # give the target taxonomy's own map (s3dis), whatever the order of --data.
         self.class_map = train_src[0].class_map
+        if len({src.class_map.name for src in train_src}) > 1 and "-to-" in self.class_map.name:
+            target = self.class_map.name.rsplit("-to-", 1)[1]
+            if target in BUILTIN_CLASS_MAPS and load_class_map(target).names == self.class_map.names:
+                self.class_map = load_class_map(target)
         self.train_sources, self.val_sources = train_src, val_src
         self.train_clouds = prepare_clouds(train_src, cfg.dl0, cache)
         self.val_clouds = prepare_clouds(val_src, cfg.dl0, cache) if val_src else []
