@@ -131,7 +131,9 @@ class SALA(nn.Module):
             return features.new_zeros((neighbors.shape[0], self.out_channels))
         # W_g^f f_j for every support point and all groups at once (the product's own layout, no transposed copy).
         wf = self.weight_f.t() @ features.t()  # (S*C, N)
-        buckets = None if torch.is_grad_enabled() else ragged_buckets(neighbors, n)
+        # (not while torch.export traces the network: the groups depend on the data)
+        tracing = any(getattr(torch.compiler, f, lambda: False)() for f in ("is_compiling", "is_exporting"))
+        buckets = None if torch.is_grad_enabled() or tracing else ragged_buckets(neighbors, n)
         if buckets is None:
             return self._aggregate(query_points, support_points, neighbors, wf)
         # Inference on ragged neighbourhoods (sparse clouds): rows grouped by their number of real neighbours,
