@@ -160,3 +160,23 @@ def test_top_ratio_module_selects_half_of_the_voxels(setup):
         assert int(res.important[rows].sum()) == math.ceil(int(rows.sum()) * 0.5)
         centre = res.importance[rows, 13]
         assert centre[res.important[rows]].min() >= centre[~res.important[rows]].max()
+
+
+def test_focal_kernel_map_equals_the_full_look_up_on_a_real_frame(shared_data):
+    """P_out's kernel map reuses the submanifold map for the outputs that are inputs and looks up only the
+    dilated ones: the table must equal the one built by looking up every output."""
+    from pcseg.nn.focal import focal_kernel_map
+    from pcseg.nn.sparse import build_kernel_map, voxelize
+
+    path = shared_data / "kitti" / "training" / "velodyne" / "000001.bin"
+    pts = torch.from_numpy(np.fromfile(path, dtype=np.float32).reshape(-1, 4))
+    x = voxelize([pts], [0, -32, -3, 64, 32, 1], (0.1, 0.1, 0.2))
+    offsets = kernel_offsets(3)
+    gen = torch.Generator().manual_seed(0)
+    importance = torch.rand(len(x.coords), 27, generator=gen) ** 4          # a few percent important
+    important = importance[:, 13] >= 0.5
+    keys = focal_output_coords(x, importance, important, offsets, 0.5)
+    coords = unpack_keys(keys, x.spatial_shape)
+    assert len(keys) > len(x.coords)                                          # some outputs were dilated
+    table = focal_kernel_map(x, keys, coords, 3, offsets).table
+    assert torch.equal(table, build_kernel_map(x, coords, offsets).table)

@@ -38,8 +38,8 @@ from torch import nn
 
 from .image import ImageFeatures
 from .sparse import (
-    SparseTensor, SubMConv3d, _triple, build_kernel_map, kernel_offsets, pack_coords, sorted_cache, sparse_conv,
-    submanifold_map, unpack_keys,
+    KernelMap, SparseTensor, SubMConv3d, _triple, build_kernel_map, kernel_offsets, pack_coords, sorted_cache,
+    sparse_conv, submanifold_map, unpack_keys,
 )
 
 __all__ = ["FocalSparseConv3d", "FocalSparseConv3dFusion", "FocalOutput", "focal_output_coords", "dilated_keys",
@@ -87,6 +87,22 @@ def focal_output_coords(x: SparseTensor, importance: torch.Tensor, important: to
     return torch.unique(torch.cat([x.keys(), dilated_keys(x, importance, important, offsets, tau)]))
 
 
+def focal_kernel_map(x: SparseTensor, keys: torch.Tensor, coords: torch.Tensor, kernel_size,
+                     offsets: torch.Tensor) -> KernelMap:
+    """The kernel map from ``x`` to P_out (sorted ``keys``, their ``coords``) of Eq. 6: ``build_kernel_map``'s
+    table, built from the cached submanifold map for the outputs that are inputs (P_in, most of P_out: trained
+    importance dilates 1-4% of the voxels) and by look-up for the dilated outputs only."""
+    n = len(x.coords)
+    rows = torch.searchsorted(keys, x.keys())                    # P_in is part of P_out: exact matches
+    new = torch.ones(len(keys), dtype=torch.bool, device=keys.device)
+    new[rows] = False
+    table = torch.full((len(keys), offsets.shape[0]), n, dtype=torch.int64, device=keys.device)
+    table[rows] = submanifold_map(x, kernel_size).table
+    if bool(new.any()):
+        table[new] = build_kernel_map(x, coords[new], offsets).table
+    return KernelMap(table, n)
+
+
 class FocalSparseConv3d(nn.Module):
     """Focal sparse convolution block: importance branch, dynamic output shape, conv + BN + ReLU, attention."""
 
@@ -114,7 +130,7 @@ class FocalSparseConv3d(nn.Module):
             coords, kmap = x.coords, submanifold_map(x, self.kernel_size)
         else:
             coords = unpack_keys(keys, x.spatial_shape)
-            kmap = build_kernel_map(x, coords, offsets)
+            kmap = focal_kernel_map(x, keys, coords, self.kernel_size, offsets)
         feats = sparse_conv(x.features, kmap, self.conv.weight)
         # attention: input p = q + k of output q predicted I^p_{-k} for q; offsets are symmetric: -k is K-1-k
         k = offsets.shape[0]
