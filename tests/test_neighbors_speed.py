@@ -140,9 +140,9 @@ def test_empty_clouds_and_errors():
 
 
 def test_one_tree_per_call_and_per_layer(spheres, monkeypatch):
-    real = nb.cKDTree
+    real = nb._kdtree
     built = []
-    monkeypatch.setattr(nb, "cKDTree", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr(nb, "_kdtree", lambda *a, **k: built.append(1) or real(*a, **k))
     pts, lengths = stack(spheres)
     radius_neighbors(pts, pts, 1.25, 12, lengths, lengths)
     halves, half_lengths = stack([c[::2] for c in spheres])

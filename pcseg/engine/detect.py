@@ -38,7 +38,6 @@ import torch
 
 from ..errors import UsageError
 from .runtime import resolve_device
-from .train import portable_card
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +232,8 @@ class _Data:
 
 
 def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict | None) -> dict:
+    from .train import portable_card  # (not at import: `pcseg detect` needs none of the training stack)
+
     return portable_card({  # no folder of the machine it was trained on (the KITTI data folder)
         "model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
         "point_range": model.point_range, "voxel_size": model.voxel_size,

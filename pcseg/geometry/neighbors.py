@@ -13,13 +13,20 @@ differ. One tree per cloud instead cost one build and one (threaded) query per c
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 # scipy starts and joins one Python thread per worker on every query. Measured on 2 idle cores (scipy 1.17,
 # ALS-like 0.5 m clouds, k = 12): workers=-1 halves a query of 10^4 points (14 -> 8 ms), gains 10% at 3000
 # points, loses at 1000 and adds up to 4 ms to a query of a few hundred; with both cores busy it gains nothing.
 # Threads are used from about 6000 queries at k = 12 (~8 ms of single-thread work).
 _THREADED_WORK = 100_000
+
+
+def _kdtree(points: np.ndarray):
+    """scipy's cKDTree over ``points``; scipy.spatial is imported here, on first use (importing it cost
+    `pcseg detect`, which needs no neighbour search, 0.15 s)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(points, balanced_tree=False)
 
 
 def _workers(n_queries: int, k: int) -> int:
@@ -62,7 +69,7 @@ class CloudForest:
         self.lo = supports.min(axis=0) if self.n else None
         self.hi = supports.max(axis=0) if self.n else None
         # Sliding-midpoint splits: builds ~40% faster than the median-balanced default and queries as fast here.
-        self.tree = cKDTree(self._lift(supports, self.splits, 0.0), balanced_tree=False)
+        self.tree = _kdtree(self._lift(supports, self.splits, 0.0))
 
     def _lift(self, points: np.ndarray, splits: np.ndarray, distance: float) -> np.ndarray:
         """(n, 4) points with their cloud coordinate, for queries that resolve ``distance``."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .subsample import group_by_cell
 
@@ -111,8 +110,10 @@ def random_centers(
     return xyz[rng.choice(len(xyz), size=n, p=p)]
 
 
-def points_in_spheres(xyz: np.ndarray, centers: np.ndarray, radius: float, tree: cKDTree | None = None) -> list[np.ndarray]:
+def points_in_spheres(xyz: np.ndarray, centers: np.ndarray, radius: float, tree=None) -> list[np.ndarray]:
     """For each centre, the sorted int64 indices of the points within ``radius``."""
+    from scipy.spatial import cKDTree  # (here, as in pcseg.geometry.neighbors: not on `pcseg detect`'s path)
+
     tree = tree if tree is not None else cKDTree(np.asarray(xyz, dtype=np.float64))
     lists = tree.query_ball_point(np.asarray(centers, dtype=np.float64), radius, workers=-1)
     return [np.sort(np.asarray(ix, dtype=np.int64)) for ix in lists]
