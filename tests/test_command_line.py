@@ -130,3 +130,22 @@ def test_openmp_spin_is_short_unless_the_user_chose(env, expected):
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == str(expected)
+
+
+def test_a_scan_without_colour_is_read_by_the_colour_optional_indoor_model(shared_data, tmp_path, capsys):
+    """sala-s3dis learnt colourless input (card color_drop): a PLY with x, y, z only is segmented, with one
+    `pcseg:` line saying so on stderr, and nothing with --quiet."""
+    import numpy as np
+
+    from pcseg.io import PointCloud, read, write
+
+    room = read(str(shared_data / "indoor" / "scannet_scene0000_02.ply"))
+    keep = np.linalg.norm(room.xyz[:, :2] - np.median(room.xyz[:, :2], axis=0), axis=1) < 1.5
+    bare = tmp_path / "bare.ply"
+    write(PointCloud(room.xyz[keep]), str(bare))
+    assert main(["segment", str(bare), "-m", "sala-s3dis", "-o", str(tmp_path / "out.ply"), "--votes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "pcseg: " in err and "has no colour: the model reads zero colour" in err
+    assert len(read(str(tmp_path / "out.ply")).fields["class"]) == int(keep.sum())
+    assert main(["segment", str(bare), "-m", "sala-s3dis", "-o", str(tmp_path / "q.ply"), "--votes", "1", "-q"]) == 0
+    assert "no colour" not in capsys.readouterr().err

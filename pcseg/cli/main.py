@@ -53,12 +53,32 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
+def _route_warnings(quiet: bool) -> None:
+    """Warnings of pcseg's modules (e.g. a scan without colour read by a colour-optional model) as one
+    ``pcseg: ...`` line on stderr, like every other message, and none with --quiet."""
+    import logging
+
+    class _Stderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after this call)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("pcseg")
+    if not any(isinstance(h, logging.StreamHandler) and type(h).__name__ == "_Stderr" for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("pcseg: %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors with exit codes 1 (internal), 2 (usage), 3 (bad input)."""
     debug = bool(os.environ.get("PCSEG_DEBUG"))
     from ..engine.runtime import configure_allocator
 
     configure_allocator()  # torch on a CPU: keep freed memory instead of page-faulting it back every step
+    _route_warnings(quiet=bool({"-q", "--quiet"} & set(sys.argv[1:] if argv is None else argv)))
     try:
         rc = app(args=argv, prog_name="pcseg", standalone_mode=False)
     except PcsegError as e:
