@@ -64,12 +64,13 @@ def _route_warnings(quiet: bool) -> None:
         stream = property(lambda self: sys.stderr, lambda self, value: None)
 
     logger = logging.getLogger("pcseg")
-    if not any(isinstance(h, logging.StreamHandler) and type(h).__name__ == "_Stderr" for h in logger.handlers):
+    handler = next((h for h in logger.handlers if type(h).__name__ == "_Stderr"), None)
+    if handler is None:
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("pcseg: %(message)s"))
         logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    # on the handler, not the logger: records still reach the root's handlers (none in the CLI)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
