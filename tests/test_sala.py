@@ -231,3 +231,13 @@ def test_ragged_buckets_cover_every_row_once_within_its_width():
     assert sum(len(r) * w for r, w in groups) < 0.7 * m * h
     dense = np.tile(np.arange(h), (m, 1))                    # every row full: nothing to gain
     assert ragged_buckets(torch.as_tensor(dense), n) is None
+
+
+def test_first_max_slot_is_max_indices_ties_included():
+    from pcseg.nn.gather import first_max_slot_
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 4, (3, 5, 7, 11), generator=gen).float()   # many ties
+    values[0, 0, :, 0] = float("-inf")                                    # an all-shadow column
+    for dim in (1, 2):
+        assert torch.equal(first_max_slot_(values.clone(), dim), values.max(dim=dim).indices)

@@ -14,6 +14,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 import importlib  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 from typing import Optional
 
@@ -53,18 +54,17 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after the handler is made)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
 def _route_warnings(quiet: bool) -> None:
     """Warnings of pcseg's modules (e.g. a scan without colour read by a colour-optional model) as one
     ``pcseg: ...`` line on stderr, like every other message, and none with --quiet."""
-    import logging
-
-    class _Stderr(logging.StreamHandler):
-        """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after this call)."""
-
-        stream = property(lambda self: sys.stderr, lambda self, value: None)
-
     logger = logging.getLogger("pcseg")
-    handler = next((h for h in logger.handlers if type(h).__name__ == "_Stderr"), None)
+    handler = next((h for h in logger.handlers if isinstance(h, _Stderr)), None)
     if handler is None:
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("pcseg: %(message)s"))

@@ -68,6 +68,8 @@ FEATURE_PRESETS = {
 """Paper input channels (the trainer's presets pick one; order within a preset is the column order)."""
 
 _RGB_NAMES = (("red", "green", "blue"), ("r", "g", "b"))
+COLOR_FIELDS = tuple(k for names in _RGB_NAMES for k in names)
+"""Every field name the ``rgb`` channel reads."""
 _INTENSITY_NAMES = ("intensity", "remission", "reflectance")
 
 
@@ -207,8 +209,7 @@ def make_features(
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))
         elif c == "rgb":
             names = next((t for t in _RGB_NAMES if all(k in fields for k in t)), None)
-            if color_optional and (names is None or (n and stats is None
-                                                     and not any(np.any(fields[k]) for k in names))):
+            if color_optional and (names is None or (n and stats is None and not has_color(fields))):
                 cols.append(np.zeros((n, 3), np.float32))
                 continue
             if names is None:

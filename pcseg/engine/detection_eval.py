@@ -181,11 +181,12 @@ def evaluate(pred: dict[str, list[KittiObject]], truth: dict[str, list[KittiObje
 
     Frames are those of ``pred`` (as the devkit: frames without a result are not evaluated) and each needs
     labels. ``min_overlap``: the IoU a detection must exceed per class (default :data:`MIN_OVERLAP`, the
-    benchmark's; :data:`LOOSE_OVERLAP` is the devkit's looser set). ``pred_frame='lidar'`` means the detections were written without calibration (lidar frame, see
-    `pcseg.io.kitti.lidar_boxes_to_objects`); ``calibs`` then converts them to the camera frame.
+    benchmark's; :data:`LOOSE_OVERLAP` is the devkit's looser set). ``pred_frame='lidar'`` means the detections
+    were written without calibration (lidar frame, see `pcseg.io.kitti.lidar_boxes_to_objects`); ``calibs`` then
+    converts them to the camera frame.
 
-    Returns ``{"frames": n, "min_overlap": {cls: IoU}, "classes": {cls: {"num_gt": {difficulty: n}, "bev"|"3d": {"R11"|"R40":
-    {difficulty: AP in percent or None when there is nothing to evaluate}}}}}``.
+    Returns ``{"frames": n, "min_overlap": {cls: IoU}, "classes": {cls: {"num_gt": {difficulty: n},
+    "bev"|"3d": {"R11"|"R40": {difficulty: AP in percent or None when there is nothing to evaluate}}}}}``.
     """
     if pred_frame not in ("camera", "lidar"):
         raise UsageError(f"unknown frame {pred_frame!r}: use 'camera' or 'lidar'")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.classmaps import BUILTIN_CLASS_MAPS, load_class_map
+from ..data.features import COLOR_FIELDS
 from ..errors import BadInputError, UsageError
 from ..io import read
 from ..models.checkpoint import Checkpoint
@@ -44,8 +45,7 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
         path, field, map_name = parse_eval_spec(spec)
         cloud = read(path)
         if without_color:
-            cloud = dataclasses.replace(cloud, fields={k: v for k, v in cloud.fields.items()
-                                                       if k not in ("red", "green", "blue", "r", "g", "b")})
+            cloud = dataclasses.replace(cloud, fields={k: v for k, v in cloud.fields.items() if k not in COLOR_FIELDS})
         field = field or next((f for f in TRUTH_FIELDS if f in cloud.fields), "")
         if field not in cloud.fields:
             raise BadInputError(f"no ground-truth field in {path}; name it as {path}:FIELD", path)

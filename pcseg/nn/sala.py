@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .gather import ragged_buckets
+from .gather import first_max_slot_, ragged_buckets
 
 REDUCTIONS = ("max", "sum")
 ASSIGNMENTS = ("soft", "hard", "none")
@@ -211,13 +211,8 @@ class SALA(nn.Module):
             y = y.view(s, c, k, m)
             if h is not None:
                 y.mul_(h.masked_fill(~valid, 1.0).view(s, 1, k, m))
-            # (S, C, M): the neighbour slot j of each maximum (8), the first one on ties as max(dim) gives it.
-            # Found as amax, then the first slot equal to it (itself an amax over reversed slot numbers): on a
-            # CPU max(dim=2) with indices ran 7x slower than amax over the same (S, C, H, M) tensor.
-            best = y.amax(dim=2, keepdim=True)
-            slots = torch.arange(k - 1, -1, -1, dtype=y.dtype, device=y.device).view(1, 1, k, 1)
-            winner = (k - 1) - y.eq_(best).mul_(slots).amax(dim=2).long()
-            del y, best
+            winner = first_max_slot_(y, dim=2)  # (S, C, M): the neighbour slot j of each maximum (8)
+            del y
             column = (winner * m + torch.arange(m, device=wf.device)).view(s * c, m)  # pair column j*M + i
             source = flat.index_select(0, column.reshape(-1)).view(s * c, m)  # support index of each winner
             empty = source >= n  # every neighbour of the query is a shadow: the feature is zero
