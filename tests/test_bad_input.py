@@ -193,46 +193,27 @@ def test_damaged_laz_on_stdin(capsys, tmp_path, monkeypatch, laz):
     assert_one_line_error(code, err, 3, "<stdin>", "chunk table")
 
 
-def test_las_point_count_beyond_the_file(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()  # LAS 1.2, 3000 points
-    src = make_bad(tmp_path, "count.las", patched(data, 107, "<I", 3_000_000))
-    convert_fails(capsys, tmp_path, src, 3, "truncated", "3,000,000 points")
+# One patched header field of a real LAS file each: (file, name, byte offset, struct format, value, command,
+# what the one-line error must say). warsaw_small.las is LAS 1.2 with 3000 points of point format 3 (34 bytes)
+# and one VLR right after its 227-byte header; ign_patchwork_donor.las is LAS 1.4 (375-byte header).
+LAS_HEADER_DAMAGE = [
+    ("warsaw_small.las", "count.las", 107, "<I", 3_000_000, "convert", ("truncated", "3,000,000 points")),
+    ("warsaw_small.las", "scale.las", 131, "<d", 0.0, "convert", ("scale factors",)),
+    ("warsaw_small.las", "short.las", 105, "<H", 20, "info", ("shorter than point format 3",)),
+    ("warsaw_small.las", "vlr.las", 227 + 20, "<H", 60000, "info", ("VLR 0", "point data")),
+    ("warsaw_small.las", "offset.las", 96, "<I", None, "info", ("truncated", "points start at byte")),
+    ("warsaw_small.las", "fmt.las", 104, "<B", 12, "info", ("unknown point format 12",)),
+    ("ign_patchwork_donor.las", "head.las", 94, "<H", 227, "info", ("header size 227", "LAS 1.4")),
+]
 
 
-def test_las_zero_scale(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()
-    src = make_bad(tmp_path, "scale.las", patched(data, 131, "<d", 0.0))
-    convert_fails(capsys, tmp_path, src, 3, "scale factors")
-
-
-def test_las_record_shorter_than_its_point_format(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()  # point format 3: 34 bytes
-    src = make_bad(tmp_path, "short.las", patched(data, 105, "<H", 20))
-    info_fails(capsys, tmp_path, src, 3, "shorter than point format 3")
-
-
-def test_las_vlr_runs_into_the_points(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()  # one VLR right after the 227-byte header
-    src = make_bad(tmp_path, "vlr.las", patched(data, 227 + 20, "<H", 60000))
-    info_fails(capsys, tmp_path, src, 3, "VLR 0", "point data")
-
-
-def test_las_point_data_offset_past_the_end(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()
-    src = make_bad(tmp_path, "offset.las", patched(data, 96, "<I", len(data) + 10))
-    info_fails(capsys, tmp_path, src, 3, "truncated", "points start at byte")
-
-
-def test_las_unknown_point_format(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "warsaw_small.las").read_bytes()
-    src = make_bad(tmp_path, "fmt.las", patched(data, 104, "<B", 12))
-    info_fails(capsys, tmp_path, src, 3, "unknown point format 12")
-
-
-def test_las_header_size_too_small(capsys, tmp_path, shared_data):
-    data = (shared_data / "als" / "ign_patchwork_donor.las").read_bytes()  # LAS 1.4: 375-byte header
-    src = make_bad(tmp_path, "head.las", patched(data, 94, "<H", 227))
-    info_fails(capsys, tmp_path, src, 3, "header size 227", "LAS 1.4")
+@pytest.mark.parametrize("file,name,pos,fmt,value,command,needles", LAS_HEADER_DAMAGE,
+                         ids=[case[1] for case in LAS_HEADER_DAMAGE])
+def test_las_damaged_header_field(capsys, tmp_path, shared_data, file, name, pos, fmt, value, command, needles):
+    data = (shared_data / "als" / file).read_bytes()
+    value = len(data) + 10 if value is None else value  # None: the point data offset past the end of the file
+    src = make_bad(tmp_path, name, patched(data, pos, fmt, value))
+    (convert_fails if command == "convert" else info_fails)(capsys, tmp_path, src, 3, *needles)
 
 
 def test_las_evlr_past_the_end(capsys, tmp_path, shared_data):
