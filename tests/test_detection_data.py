@@ -203,24 +203,66 @@ def test_fit_object_box_seen_from_behind_grows_away_from_the_sensor():
     assert box[5] == pytest.approx(1.5) and box[2] - box[5] / 2 == pytest.approx(pts[:, 2].min())
 
 
-def test_semantickitti_cars_join_the_gt_database(shared_data):
-    from pcseg.data.detection import GtDatabase, semantickitti_objects
-
+def _semantickitti_scans(shared_data):
     scans = sorted((shared_data / "lidarseg" / "semantickitti" / "sequences").glob("*/velodyne/*.bin"))
     if not scans:
         pytest.skip("no SemanticKITTI scans")
+    return scans
+
+
+def test_semantickitti_cars_join_the_gt_database(shared_data):
+    from pcseg.data.detection import GtDatabase, semantickitti_objects
+
+    scans = _semantickitti_scans(shared_data)
     total = 0
     for scan in scans:
         points, boxes, names = semantickitti_objects(scan)
+        full = np.fromfile(scan, np.float32).reshape(-1, 4)
         raw = np.fromfile(scan.parent.parent / "labels" / (scan.stem + ".label"), np.uint32)
-        car = np.isin(raw & 0xFFFF, (10, 252))
+        semantic, instance = raw & 0xFFFF, raw >> 16
+        car = np.isin(semantic, (10, 252)) & (instance > 0)
+        ids, counts = np.unique(instance[car], return_counts=True)
+        fitted = ids[counts >= 60]
+        assert len(boxes) == len(fitted) and set(names) <= {"Car"}
+        # removed: people, riders, two-wheelers and the cars too small to fit (direct per-instance count)
+        small_car = np.zeros(len(raw), bool)
+        for i in ids[counts < 60]:                          # loop over small cars
+            small_car |= car & (instance == i)
+        keep = ~(np.isin(semantic, (11, 15, 30, 31, 32, 253, 254, 255)) | small_car)
+        np.testing.assert_array_equal(points, full[keep])
         inside = points_in_boxes(points[:, :3], boxes)
-        ids, counts = np.unique((raw >> 16)[car], return_counts=True)
-        assert len(boxes) == int((counts[ids > 0] >= 60).sum()) and set(names) <= {"Car"}
-        for i in ids[(counts >= 60) & (ids > 0)]:          # every point of a fitted car is inside one box
-            assert (inside[car & ((raw >> 16) == i)] >= 0).all()
+        for i in fitted:                                     # every point of a fitted car is inside one box
+            assert (inside[(car & (instance == i))[keep]] >= 0).all()
         assert ((boxes[:, 3] >= 3.8) & (boxes[:, 3] <= 4.6) & (boxes[:, 4] >= 1.6) & (boxes[:, 4] <= 2.3)).all()
         total += len(boxes)
     assert total >= 10
     db = GtDatabase.from_frames([], scans=scans)
     assert len(db) == total and set(db.names) == {"Car"}
+
+
+def test_semantickitti_scans_train_as_whole_frames(shared_data):
+    import dataclasses
+
+    from pcseg.data.detection import semantickitti_objects
+    from pcseg.engine.detect import DetectTrainConfig, _Data
+    from pcseg.errors import UsageError
+
+    scans = [str(s) for s in _semantickitti_scans(shared_data)]
+    kitti = shared_data / "kitti" / "training"
+    cfg = DetectTrainConfig(kitti=str(kitti), gt_scans=scans, scan_frames=True)
+    data, kitti_only = _Data(cfg), _Data(dataclasses.replace(cfg, scan_frames=False))
+    assert len(data.train) == len(kitti_only.train) + 2 * len(scans)
+    points, boxes, _ = semantickitti_objects(scans[-1])
+    front, back = data.train[-2], data.train[-1]
+    np.testing.assert_array_equal(front.points, points)
+    # turned around: x, y -> -x, -y and yaw + pi; the same points stay in the same boxes
+    np.testing.assert_allclose(back.points[:, :2], -points[:, :2], atol=1e-5)
+    np.testing.assert_allclose(back.boxes[:, :2], -boxes[:, :2], atol=1e-9)
+    np.testing.assert_allclose(np.cos(back.boxes[:, 6] - boxes[:, 6]), -1.0, atol=1e-9)
+    np.testing.assert_array_equal(points_in_boxes(back.points[:, :3], back.boxes),
+                                  points_in_boxes(points[:, :3], boxes))
+    assert (boxes[:, 0] < 0).any() and (back.boxes[:, 0] > 0).any()   # rear cars come into the x >= 0 range
+    with pytest.raises(UsageError, match="gt_scans"):
+        _Data(dataclasses.replace(cfg, gt_scans=[]))
+    with pytest.raises(UsageError, match="no camera image"):
+        _Data(dataclasses.replace(cfg, val_frames=["000000"]), fusion=True)

@@ -27,8 +27,8 @@ from ..io.kitti import (
 
 __all__ = [
     "KittiFrame", "list_kitti_frames", "synthetic_scene", "scene_layout", "cast_rays", "SENSOR_HEIGHT",
-    "GtDatabase", "gt_sampling", "paste_image_crops", "random_flip", "random_rotation", "random_scaling", "augment",
-    "augment_with_image",
+    "GtDatabase", "semantickitti_objects", "turned_around", "gt_sampling", "paste_image_crops", "random_flip",
+    "random_rotation", "random_scaling", "augment", "augment_with_image",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -374,17 +374,23 @@ class GtDatabase:
 
 
 SEMANTICKITTI_CARS = (10, 252)   # SemanticKITTI's "car" and "moving-car"
+# people, riders and two-wheelers (parked or ridden, moving or not): KITTI's Pedestrian and Cyclist, which a
+# car-sized box fit cannot give; their points leave a scan used for detection (neither positives nor negatives)
+SEMANTICKITTI_UNBOXED = (11, 15, 30, 31, 32, 253, 254, 255)
 MIN_SCAN_POINTS = 60             # fewer points than this give no reliable heading
 
 
 def semantickitti_objects(scan: str | os.PathLike, min_points: int = MIN_SCAN_POINTS):
-    """Cars of a SemanticKITTI scan as detection labels: (points (N, 4), boxes (B, 7), names).
+    """A SemanticKITTI scan as a detection frame with Car labels: (points (N, 4), boxes (B, 7), names).
 
     The scan is a KITTI Velodyne frame (same sensor and mount as the detection frames); its ``.label`` file
     (``../labels/<scan>.label``, semantic class in the low 16 bits, instance id in the high 16) gives each car
     its points. A box is fitted to each car seen by at least ``min_points`` points
     (:func:`pcseg.geometry.boxes.fit_object_box`: least-area rectangle for the heading, grown to a KITTI car's
-    mean size on the side away from the sensor), so that ground-truth sampling can paste it into other frames.
+    mean size on the side away from the sensor). The points of objects left without a box are removed: cars
+    seen by fewer points, and people, riders and two-wheelers (``SEMANTICKITTI_UNBOXED``). Every remaining point
+    is then either inside a Car box or a true negative, so the scan serves as a whole training frame (all 360
+    degrees are labelled) as well as a source of cars for ground-truth sampling.
     """
     from ..geometry.boxes import fit_object_box
     from ..io.kitti import read_velodyne
@@ -399,9 +405,20 @@ def semantickitti_objects(scan: str | os.PathLike, min_points: int = MIN_SCAN_PO
         raise BadInputError(f"{len(raw)} labels for {len(points)} points", str(label_path))
     semantic, instance = raw & 0xFFFF, raw >> 16
     car = np.isin(semantic, SEMANTICKITTI_CARS) & (instance > 0)
-    ids, counts = np.unique(instance[car], return_counts=True)
-    boxes = [fit_object_box(points[car & (instance == i), :3]) for i in ids[counts >= min_points]]
-    return points, np.array(boxes, dtype=np.float64).reshape(-1, 7), ["Car"] * len(boxes)
+    ids, inverse, counts = np.unique(instance[car], return_inverse=True, return_counts=True)
+    boxed = ids[counts >= min_points]
+    boxes = [fit_object_box(points[car & (instance == i), :3]) for i in boxed]   # loop over cars
+    unboxed_car = np.zeros(len(points), dtype=bool)
+    unboxed_car[np.nonzero(car)[0]] = counts[inverse] < min_points
+    keep = ~(np.isin(semantic, SEMANTICKITTI_UNBOXED) | unboxed_car)
+    return points[keep], np.array(boxes, dtype=np.float64).reshape(-1, 7), ["Car"] * len(boxes)
+
+
+def turned_around(points, boxes):
+    """The scene rotated by pi about the sensor: what lay behind is now in front. Detectors whose range covers
+    only x >= 0 (KITTI's) then see a 360-degree scan's rear half as a second frame."""
+    points, boxes, _ = _rotate(points, boxes, np.pi)
+    return points, boxes
 
 
 DEFAULT_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}   # objects per class after sampling

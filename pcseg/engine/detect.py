@@ -145,6 +145,7 @@ class DetectTrainConfig:
     grad_clip: float = 10.0
     gt_sampling: bool = True
     gt_scans: list[str] = field(default_factory=list)  # SemanticKITTI scans (.bin) whose cars join the gt database
+    scan_frames: bool = False         # the gt_scans also train as whole frames, front and rear half (Car labels only)
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 50
@@ -168,6 +169,31 @@ class DetectTrainConfig:
 
 def _labels(names: list[str], classes: list[str]) -> np.ndarray:
     return np.array([classes.index(n) if n in classes else -1 for n in names], dtype=np.int64)
+
+
+@dataclass
+class _ScanFrame:
+    """A SemanticKITTI scan as a training frame: Car boxes only, the unboxed objects' points removed."""
+
+    points: np.ndarray
+    boxes: np.ndarray
+    names: list[str]
+
+
+def _scan_frames(scans: list[str], fusion: bool) -> list[_ScanFrame]:
+    """Each scan twice: as recorded and turned around (its rear half in the detector's x >= 0 range)."""
+    from ..data.detection import semantickitti_objects, turned_around
+
+    if fusion:
+        raise UsageError("scan_frames: SemanticKITTI scans have no camera image; a fusion model cannot train on them")
+    if not scans:
+        raise UsageError("scan_frames=true needs SemanticKITTI scans in gt_scans=[...]")
+    frames = []
+    for scan in scans:
+        points, boxes, names = semantickitti_objects(scan)
+        frames.append(_ScanFrame(points, boxes, names))
+        frames.append(_ScanFrame(*turned_around(points, boxes), names))
+    return frames
 
 
 class _Data:
@@ -205,6 +231,8 @@ class _Data:
             if not self.train and cfg.steps > 0:
                 raise UsageError(f"no training frames left in {cfg.kitti} once {', '.join(cfg.val_frames)} are held out")
             self.database = GtDatabase.from_frames(self.train, scans=cfg.gt_scans) if cfg.gt_sampling else None
+            if cfg.scan_frames:
+                self.train += _scan_frames(cfg.gt_scans, fusion)
         elif cfg.steps > 0:
             raise UsageError("training on KITTI needs a KITTI training/ folder (kitti=...)")
 
@@ -232,12 +260,15 @@ class _Data:
 
 
 def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict | None) -> dict:
-    from .train import portable_card  # (not at import: `pcseg detect` needs none of the training stack)
+    from .train import portable_card, portable_path  # (not at import: `pcseg detect` needs none of the training stack)
 
     return portable_card({  # no folder of the machine it was trained on (the KITTI data folder)
         "model": "focals-centerpoint", "task": "detect", "classes": {"names": model.class_names},
         "point_range": model.point_range, "voxel_size": model.voxel_size,
-        "training": {"kitti_frames": [f.frame_id for f in data.train], "held_out": [f.frame_id for f in data.val],
+        "training": {"kitti_frames": [f.frame_id for f in data.train if not isinstance(f, _ScanFrame)],
+                     "held_out": [f.frame_id for f in data.val],
+                     **({"scan_frames": [f"{portable_path(s)} (front and turned around)" for s in cfg.gt_scans]}
+                        if cfg.scan_frames else {}),
                      **({"left_out_without_image": data.without_image} if data.without_image else {}),
                      "synthetic_steps": cfg.synthetic_steps, "steps": step, "config": dataclasses.asdict(cfg)},
         "metrics": metrics or {}})
