@@ -10,8 +10,8 @@ a checkout) the script prints one line saying what to pass and exits 0.
 What runs. Only the checkout's ``models/`` (architectures.py, blocks.py, and the kernels/kernel_points.py and
 utils/ modules they import) and ``utils/config.py`` are imported: its ``cpp_wrappers`` are not needed (nothing has
 to be compiled), because pcseg builds every batch (:func:`pcseg.data.build_batch`) and the script converts it.
-Its kernel_points.py imports matplotlib.pyplot only to plot; where matplotlib is missing, that one import is
-given an empty stand-in module (said on stderr). KPConv-PyTorch writes its kernel disposition
+Its kernel_points.py imports matplotlib.pyplot and matplotlib.cm only to plot; where matplotlib is missing, they
+are given empty stand-in modules (said on stderr). KPConv-PyTorch writes its kernel disposition
 (``kernels/dispositions/k_015_center_3D.ply``, relative to the working directory) where it runs: its processes
 run in a scratch folder, seeded with the checkout's file when it has one, so the checkout is never written to.
 
@@ -151,16 +151,20 @@ def time_side(forward, loss, model, repeats: int) -> dict:
 
 # ------------------------------------------------------------------------------------------ KPConv-PyTorch
 def _matplotlib_stand_in() -> bool:
-    """kernels/kernel_points.py imports matplotlib.pyplot to plot; without matplotlib, an empty module."""
+    """kernels/kernel_points.py imports matplotlib.pyplot and matplotlib.cm to plot; without matplotlib, empty
+    modules."""
     try:
         import matplotlib.pyplot  # noqa: F401
         return False
     except ImportError:
         import types
 
-        mpl, plt = types.ModuleType("matplotlib"), types.ModuleType("matplotlib.pyplot")
-        mpl.pyplot = plt
-        sys.modules["matplotlib"], sys.modules["matplotlib.pyplot"] = mpl, plt
+        mpl = types.ModuleType("matplotlib")
+        for name in ("pyplot", "cm"):
+            sub = types.ModuleType(f"matplotlib.{name}")
+            setattr(mpl, name, sub)
+            sys.modules[f"matplotlib.{name}"] = sub
+        sys.modules["matplotlib"] = mpl
         return True
 
 
