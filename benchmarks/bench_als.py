@@ -10,7 +10,7 @@ For every validation file (each read with the class map its labels need; nothing
 - segmentation speed at ``--votes`` (points per second of the original file; reading excluded) and the
   network passes per subsampled point.
 
-    python benchmarks/bench_als.py --model MODEL [--votes 1] [--region-scale S] [--bf16] [--json out.json]
+    python benchmarks/bench_als.py --model MODEL [--votes 1] [--bf16] [--json out.json]
 """
 from __future__ import annotations
 
@@ -53,7 +53,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--votes", type=int, default=1)
-    ap.add_argument("--region-scale", type=float, default=None)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-speed", action="store_true")
@@ -72,13 +71,12 @@ def main() -> int:
     g = names.index("ground")
     pooled = np.zeros((len(names), len(names)), np.int64)
     ground_pooled = np.zeros((2, 2), np.int64)
-    report: dict = {"votes": args.votes, "region_scale": args.region_scale or ck.card.get("region_scale", 1.0),
-                    "bf16": args.bf16, "threads": args.threads, "per_file": {}}
+    report: dict = {"votes": args.votes, "bf16": args.bf16, "threads": args.threads, "per_file": {}}
     for rel, map_name, full in VALIDATION:
         path = DATA / rel
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
-        seg = segment_points(ck, cloud, votes=args.votes, region_scale=args.region_scale, bf16=args.bf16)
+        seg = segment_points(ck, cloud, votes=args.votes, bf16=args.bf16)
         height = split_heights(ck, split, cloud.xyz, seg.labels)
         codes = asprs_prediction(ck, seg.labels, height, split)
         pred = als.encode(codes)
@@ -118,13 +116,14 @@ def main() -> int:
         for rel in SPEED:
             cloud = read(str(rel))
             t = time.perf_counter()
-            seg = segment_points(ck, cloud, votes=1, region_scale=args.region_scale, bf16=args.bf16)
+            seg = segment_points(ck, cloud, votes=1, bf16=args.bf16)
             dt = time.perf_counter() - t
             report["speed"][Path(rel).name] = {"points": len(cloud), "seconds": round(dt, 2),
                                               "points_per_second": round(len(cloud) / dt),
-                                              "spheres": seg.spheres, "subsampled_points": seg.sub_points}
+                                              "regions": seg.regions, "passes": round(seg.passes, 3),
+                                              "subsampled_points": seg.sub_points}
             print(f"speed {Path(rel).name}: {len(cloud):,} points in {dt:.2f} s = {len(cloud) / dt:,.0f} points/s "
-                  f"({seg.spheres} regions, votes 1, {args.threads} threads, load {load[0]:.2f})", flush=True)
+                  f"({seg.regions} regions, {seg.passes:.2f} passes per point, votes 1, {args.threads} threads, load {load[0]:.2f})", flush=True)
         report["speed_load"] = load[0]
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -72,7 +72,7 @@ def bench(name: str, ck, cloud, repeats: int) -> None:
             timer.build_batch(*args, **kwargs)
         alone.append(time.perf_counter() - t0)
     t, b, a = statistics.median(total), statistics.median(in_build), statistics.median(alone)
-    print(f"| {name} | {seg.sub_points} | {seg.spheres} | {len(calls)} | {t:.3f} (min {min(total):.3f}) | "
+    print(f"| {name} | {seg.sub_points} | {seg.regions} | {len(calls)} | {t:.3f} (min {min(total):.3f}) | "
           f"{b:.3f} | {t - b:.3f} | {a:.3f} (min {min(alone):.3f}) |")
 
 
@@ -87,7 +87,7 @@ def main() -> None:
     ck = zoo.load("kpconv-als")
     print(f"{EXAMPLE.name}: {len(cloud.xyz)} points; torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"votes 1, medians of {args.repeats} runs; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print("| model | subsampled points | spheres | batches | segment_points s | in build_batch s | rest s "
+    print("| model | subsampled points | regions | batches | segment_points s | in build_batch s | rest s "
           "| build_batch alone s |")
     print("|---|---|---|---|---|---|---|---|")
     bench("kpconv-als", ck, cloud, args.repeats)

@@ -5,7 +5,7 @@ The card gets: what it was trained on (from the checkpoint), quality measured he
 (votes, per-file and pooled mIoU/OA/per-class IoU on files it did not train on), and a free-text note.
 Usage:
     python scripts/ship_model.py NAME RUN_DIR/best.safetensors --eval FILE[:FIELD] ... [--note TEXT] [--votes 3]
-        [--extra KEY=FILE.json ...] [--region-scale S]
+        [--extra KEY=FILE.json ...]
 
 The shipped checkpoint's own card is completed too (so that the file works the same outside the zoo): data
 paths made relative, the one `pcseg train` command that reproduces it, and the vegetation height rule of an
@@ -40,7 +40,6 @@ def main() -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--trained-on-note", default="")
     ap.add_argument("--extra", action="append", default=[], help="KEY=FILE.json: the JSON file goes in the card")
-    ap.add_argument("--region-scale", type=float, help="inference regions / training spheres, kept in the card")
     args = ap.parse_args()
     dest = MODELS_DIR / f"{args.name}.safetensors"
     ck = load_checkpoint(args.checkpoint)
@@ -48,8 +47,6 @@ def main() -> int:
     names = card["classes"]["names"]
     if "vegetation_split" not in card and default_split(names):
         card["vegetation_split"] = default_split(names)
-    if args.region_scale:
-        card["region_scale"] = args.region_scale
     card["trained_on"] = [portable_path(p) for p in card.get("trained_on", [])]
     card["validated_on"] = [portable_path(p) for p in card.get("validated_on", [])]
     training = card.get("training", {})

@@ -158,10 +158,6 @@ def register(app: typer.Typer) -> None:
             None, "--vegetation-heights", metavar="LOW,MEDIUM",
             help="airborne models: upper heights (m above the predicted ground) of low and medium vegetation "
                  "(default from the model card: 0.5,1.5, the IGN LiDAR HD rule)"),
-        region_scale: Optional[float] = typer.Option(
-            None, "--region-scale", min=1.0,
-            help="inference regions this many times the training sphere radius (default: the model card's; larger "
-                 "regions send each point through the network fewer times)"),
         bf16: bool = typer.Option(False, "--bf16", help="run the network in bfloat16 (faster on CPUs with AMX / "
                                   "AVX-512 BF16 and on recent GPUs; labels may differ on a few points)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
@@ -217,7 +213,7 @@ def register(app: typer.Typer) -> None:
             png.mkdir(parents=True, exist_ok=True)
         opts = SegmentOptions(votes=votes, device=device, confidence=confidence, proba=proba,
                               as_classification=as_classification, eval_field=eval_field, batch_points=batch_points,
-                              tile_points=tile_points, vegetation_heights=heights, region_scale=region_scale,
+                              tile_points=tile_points, vegetation_heights=heights,
                               bf16=bf16)
         fmt = {"format": format, "in": in_fmt, "out": out_fmt}
         jobs_list, skipped = [], []

@@ -4,7 +4,7 @@
    intensity divisors), so that every tile gets the features the whole cloud would have.
 2. Choose square XY tiles holding about ``tile_points`` points each. Stream again and append every point that
    falls in a tile or within ``margin`` (at least the sphere radius) of it to that tile's scratch files.
-3. Segment each tile on its own (grid subsampling, covering spheres, votes); keep the predictions of the
+3. Segment each tile on its own (grid subsampling, inference regions, votes); keep the predictions of the
    points inside the tile proper (the margin only gives them their context) in memory-mapped arrays.
 4. Stream the input a third time and write it out chunk by chunk with the new fields: the output has every
    original record unchanged, in the original order. Peak memory is bounded by the tile and chunk sizes.
@@ -67,7 +67,6 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     card, model = ck.card, ck.model
     channels = parse_channels(card["features"])
     dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
-    region_scale = opts.region_scale or float(card.get("region_scale", 1.0))
     tile_points = opts.tile_points
     num_classes = len(card["classes"]["names"])
     spec = model.pyramid_spec
@@ -79,7 +78,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     area = max((hi[0] - lo[0]) * (hi[1] - lo[1]), 1e-9)
     size = max(math.sqrt(area * tile_points / max(n, 1)), radius)
     nx, ny = int(math.ceil((hi[0] - lo[0] + 1e-9) / size)), int(math.ceil((hi[1] - lo[1] + 1e-9) / size))
-    margin = region_scale * radius + 2 * dl0
+    margin = radius + 2 * dl0   # more than the inference tiles' margin (1 - coverage) r: full context
     scratch = Path(tempfile.mkdtemp(prefix="pcseg-tiles-", dir=os.environ.get("TMPDIR")))
     try:
         f_dim = None
@@ -123,8 +122,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             # cells aligned on the whole cloud's corner, as the in-memory path aligns them
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
-            logits, _ = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
-                                    opts.device, opts.batch_points, region_scale=region_scale, bf16=opts.bf16)
+            logits = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
+                                    opts.device, opts.batch_points, bf16=opts.bf16)[0]
             pick = sub.inverse[core]
             labels[idx[core]] = logits.argmax(axis=1)[pick]
             if height is not None:

@@ -20,7 +20,6 @@ class SegmentOptions:
     batch_points: int = 60_000                                # points per forward pass
     tile_points: int = 5_000_000                              # LAS/LAZ inputs above this go tile by tile
     vegetation_heights: tuple[float, float] | None = None     # low / medium vegetation upper heights (m)
-    region_scale: float | None = None                         # inference regions / training sphere radius
     bf16: bool = False                                        # network in bfloat16
     png: str | None = None                                    # also render a picture of the result here
 

@@ -119,8 +119,7 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOpti
         return _segment_large(ck, src, output, fmt_out, opts, progress, t0)
     cloud = read(src, in_format)
     seg = segment_points(ck, cloud, votes=opts.votes, device=opts.device, batch_points=opts.batch_points,
-                         want_proba=opts.want_proba, progress=progress, region_scale=opts.region_scale,
-                         bf16=opts.bf16)
+                         want_proba=opts.want_proba, progress=progress, bf16=opts.bf16)
     cmap = class_map_of(ck)
     split = vegetation_split(ck, opts.vegetation_heights)
     height = split_heights(ck, split, cloud.xyz, seg.labels)
@@ -145,7 +144,7 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOpti
         summary["png"] = draw_result(ck, cloud, seg.labels, codes, opts)
     seconds = time.perf_counter() - t0
     summary.update(seconds=round(seconds, 3), points_per_second=round(len(cloud) / seconds, 1),
-                   subsampled_points=seg.sub_points, spheres=seg.spheres)
+                   subsampled_points=seg.sub_points, regions=seg.regions)
     return summary
 
 

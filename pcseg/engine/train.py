@@ -379,8 +379,8 @@ class Trainer:
         names = self.class_map.names
         cm = np.zeros((len(names), len(names)), dtype=np.int64)
         for cloud in self.val_clouds:
-            logits, _ = vote_logits(self.model, self.spec, cloud.points, cloud.features, self.cfg.sphere_radius,
-                                    len(names), votes=self.cfg.val_votes, device=self.device)
+            logits = vote_logits(self.model, self.spec, cloud.points, cloud.features, self.cfg.sphere_radius,
+                                    len(names), votes=self.cfg.val_votes, device=self.device)[0]
             cm += confusion_matrix(logits.argmax(axis=1), cloud.labels, len(names), IGNORE)
         return scores(cm, names)
 

@@ -1,4 +1,5 @@
-"""Spheres over a cloud: regular covering spheres for inference, random spheres for training (KPConv §4.2)."""
+"""Spheres over a cloud: regular covering spheres and square tiles for inference, random spheres for training
+(KPConv §4.2)."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,6 +79,50 @@ def column_covering_centers(xyz: np.ndarray, reach: float) -> np.ndarray:
     y = origin[1] + nb * s * np.sqrt(3.0) / 2.0
     zc = z_lo[cells[:, 0]] + (2.0 * cells[:, 1] + 1.0) * v
     return np.stack([x, y, zc], axis=1)
+
+
+def quadtree_tiles(xy: np.ndarray, min_side: float, margin: float, max_points: int):
+    """Square inference tiles over a cloud's x, y: the leaves of a quadtree, as large as the point budget allows.
+
+    The root is the square on the cloud's x-y extent; a square splits into four while its tile (the square grown
+    by ``margin`` on every side) holds more than ``max_points`` points (estimated from the square's own points and
+    the area ratio) and its children stay at least ``min_side`` wide. Dense parts get small tiles, sparse parts
+    (a 0.1 pts/m^2 airborne tile) a few large ones, so the margins that every tile adds for context cost little:
+    each point goes through the network ((L + 2 margin) / L)^2 times on average, not the 1.8-1.9 of overlapping
+    spheres. Returns (``lower`` (T, 2) corners, ``side`` (T,) widths, ``owner`` (N,) the tile whose square holds
+    each point; every point has exactly one). The tile of square ``t`` is ``lower[t] - margin`` to
+    ``lower[t] + side[t] + margin`` in x and y (all z).
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if min_side <= 0 or margin < 0 or max_points < 1:
+        raise ValueError("min_side must be positive, margin non-negative and max_points at least 1")
+    n = len(xy)
+    owner = np.full(n, -1, dtype=np.int64)
+    if not n:
+        return np.zeros((0, 2)), np.zeros(0), owner
+    origin = xy.min(axis=0)
+    root = max(float((xy.max(axis=0) - origin).max()) * (1.0 + 1e-9) + 1e-9, min_side)
+    lower, sides = [], []
+    active = np.arange(n)
+    depth = 0
+    while len(active):                                   # loop over quadtree levels
+        side = root / 2.0**depth
+        cells = np.minimum(np.floor((xy[active] - origin) / side).astype(np.int64), 2**depth - 1)
+        packed, inverse, counts = np.unique(cells[:, 0] * 2**depth + cells[:, 1], return_inverse=True,
+                                            return_counts=True)
+        keys = np.stack([packed // 2**depth, packed % 2**depth], axis=1)
+        estimate = counts * ((side + 2.0 * margin) / side) ** 2
+        split = (estimate > max_points) & (side / 2.0 >= min_side)
+        leaf = np.flatnonzero(~split)
+        ids = np.full(len(keys), -1, dtype=np.int64)
+        ids[leaf] = len(sides) + np.arange(len(leaf))
+        lower.extend(origin + keys[leaf] * side)
+        sides.extend([side] * len(leaf))
+        owned = ~split[inverse]
+        owner[active[owned]] = ids[inverse[owned]]
+        active = active[~owned]
+        depth += 1
+    return np.array(lower).reshape(-1, 2), np.array(sides), owner
 
 
 def class_balanced_weights(labels: np.ndarray, ignore: tuple[int, ...] = ()) -> np.ndarray:
