@@ -262,6 +262,16 @@ def test_semantickitti_scans_train_as_whole_frames(shared_data):
     np.testing.assert_array_equal(points_in_boxes(back.points[:, :3], back.boxes),
                                   points_in_boxes(points[:, :3], boxes))
     assert (boxes[:, 0] < 0).any() and (back.boxes[:, 0] > 0).any()   # rear cars come into the x >= 0 range
+    # the card names the KITTI frames and, apart, the scans (as portable paths), never the scans as KITTI frames
+    from types import SimpleNamespace
+
+    from pcseg.engine.detect import _card
+
+    model = SimpleNamespace(class_names=["Car"], point_range=[0, -32, -3, 64, 32, 1], voxel_size=[0.1, 0.1, 0.2])
+    training = _card(model, cfg, data, 0, None)["training"]
+    assert training["kitti_frames"] == [f.frame_id for f in kitti_only.train]
+    assert len(training["scan_frames"]) == len(scans) and all("velodyne" in s for s in training["scan_frames"])
+    assert "scan_frames" not in _card(model, kitti_only.cfg, kitti_only, 0, None)["training"]
     with pytest.raises(UsageError, match="gt_scans"):
         _Data(dataclasses.replace(cfg, gt_scans=[]))
     with pytest.raises(UsageError, match="no camera image"):
