@@ -123,7 +123,8 @@ def main() -> int:
                                               "regions": seg.regions, "passes": round(seg.passes, 3),
                                               "subsampled_points": seg.sub_points}
             print(f"speed {Path(rel).name}: {len(cloud):,} points in {dt:.2f} s = {len(cloud) / dt:,.0f} points/s "
-                  f"({seg.regions} regions, {seg.passes:.2f} passes per point, votes 1, {args.threads} threads, load {load[0]:.2f})", flush=True)
+                  f"({seg.regions} regions, {seg.passes:.2f} passes per point, votes 1, {args.threads} threads, "
+                  f"load {load[0]:.2f})", flush=True)
         report["speed_load"] = load[0]
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -213,8 +213,7 @@ def register(app: typer.Typer) -> None:
             png.mkdir(parents=True, exist_ok=True)
         opts = SegmentOptions(votes=votes, device=device, confidence=confidence, proba=proba,
                               as_classification=as_classification, eval_field=eval_field, batch_points=batch_points,
-                              tile_points=tile_points, vegetation_heights=heights,
-                              bf16=bf16)
+                              tile_points=tile_points, vegetation_heights=heights, bf16=bf16)
         fmt = {"format": format, "in": in_fmt, "out": out_fmt}
         jobs_list, skipped = [], []
         for src in files:

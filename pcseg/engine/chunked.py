@@ -123,7 +123,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
             logits = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
-                                    opts.device, opts.batch_points, bf16=opts.bf16)[0]
+                                 opts.device, opts.batch_points, bf16=opts.bf16)[0]
             pick = sub.inverse[core]
             labels[idx[core]] = logits.argmax(axis=1)[pick]
             if height is not None:

@@ -179,7 +179,7 @@ class Distiller(Trainer):
             else:
                 width = num_classes + _head_width(self.teacher.model)
                 table = vote_logits(wrapper, self.teacher_spec, cloud.points, cloud.features, self.cfg.sphere_radius,
-                                       width, votes=1, device=self.device)[0]
+                                    width, votes=1, device=self.device)[0]
                 table = table.astype(np.float16)
                 if cloud.cache_key is not None:
                     self.cache.save("teacher", key, [len(cloud)], {"outputs": table})

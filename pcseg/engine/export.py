@@ -54,9 +54,8 @@ def export_model(ck: Checkpoint, cloud: PointCloud, path: str | Path) -> dict:
 def mean_logits(ck: Checkpoint, cloud: PointCloud, votes: int = 1) -> np.ndarray:
     """Voted logits of every subsampled point (the network's output, before labels are spread back)."""
     spec, sub = prepare_inputs(ck, cloud)
-    logits = vote_logits(ck.model, spec, sub.points, sub.features, float(ck.card["sphere_radius"]),
-                            len(ck.card["classes"]["names"]), votes)[0]
-    return logits
+    return vote_logits(ck.model, spec, sub.points, sub.features, float(ck.card["sphere_radius"]),
+                       len(ck.card["classes"]["names"]), votes)[0]
 
 
 def compare(original: Checkpoint, exported: Checkpoint, cloud: PointCloud) -> dict:
