@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from pcseg.data.classmaps import builtin_class_map  # noqa: E402
 from pcseg.engine.infer import segment_points  # noqa: E402
 from pcseg.engine.metrics import confusion_matrix, scores  # noqa: E402
-from pcseg.engine.segment import (asprs_prediction, class_map_of, split_heights,  # noqa: E402
+from pcseg.engine.segment import (asprs_prediction, class_map_of, refine_and_split,  # noqa: E402
                                   vegetation_split)
 from pcseg.io import read  # noqa: E402
 from pcseg.models import zoo  # noqa: E402
@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--ground-tolerance", help="metres or 'off' (default: the model card's)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,18 +68,22 @@ def main() -> int:
     # vegetation of an asprs-class model count as vegetation), so that models of either class set compare.
     als, asprs = builtin_class_map("als"), builtin_class_map("asprs")
     names = als.names
-    split = vegetation_split(ck)
+    tolerance = None if args.ground_tolerance is None else (
+        float("inf") if args.ground_tolerance == "off" else float(args.ground_tolerance))
+    split = vegetation_split(ck, ground_tolerance=tolerance)
     g = names.index("ground")
     pooled = np.zeros((len(names), len(names)), np.int64)
     ground_pooled = np.zeros((2, 2), np.int64)
-    report: dict = {"votes": args.votes, "bf16": args.bf16, "threads": args.threads, "per_file": {}}
+    report: dict = {"votes": args.votes, "bf16": args.bf16, "threads": args.threads,
+                    "ground_tolerance": None if split is None else (split["ground_tolerance"] if np.isfinite(
+                        split["ground_tolerance"]) else "off"), "per_file": {}}
     for rel, map_name, full in VALIDATION:
         path = DATA / rel
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
         seg = segment_points(ck, cloud, votes=args.votes, bf16=args.bf16)
-        height = split_heights(ck, split, cloud.xyz, seg.labels)
-        codes = asprs_prediction(ck, seg.labels, height, split)
+        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels)
+        codes = asprs_prediction(ck, labels, height, split)
         pred = als.encode(codes)
         pred[pred < 0] = names.index("other")  # code 1: the model's "none of the named classes"
         truth = builtin_class_map(map_name).encode(raw)

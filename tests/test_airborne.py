@@ -15,7 +15,9 @@ from pcseg.data.classmaps import IGNORE, builtin_class_map, partial_label, parti
 from pcseg.data.datasets import resolve_data
 from pcseg.data.features import make_features
 from pcseg.errors import UsageError
-from pcseg.geometry.ground import opening_surface, points_surface, vegetation_codes
+from pcseg.engine.vegetation import refine_ground
+from pcseg.geometry.ground import (PLANE_SLOPE_RIDGE, local_plane_height, opening_surface, points_surface,
+                                  vegetation_codes)
 from pcseg.nn.losses import partial_cross_entropy
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "ign_lidarhd_77060_627760.laz")
@@ -91,6 +93,49 @@ def test_points_surface_and_vegetation_split_match_direct_implementation():
     codes = vegetation_codes(got, (0.5, 1.5))
     direct = [3 if h < 0.5 else 4 if h < 1.5 else 5 for h in got]
     assert codes.tolist() == direct
+
+
+def test_local_plane_height_matches_direct_least_squares():
+    xyz, cls = read_xyz(EXAMPLE)
+    keep = (xyz[:, 0] < xyz[:, 0].min() + 15) & (xyz[:, 1] < xyz[:, 1].min() + 15) & (cls == 2)
+    pts = xyz[keep]
+    pts = np.vstack([pts, pts[:1]])  # a duplicate: for each other, one more point at distance 0
+    k = 8
+    got = local_plane_height(pts, k)
+    np.testing.assert_allclose(local_plane_height(pts, k, rows=7), got, atol=1e-9)  # row chunks change nothing
+    lam = np.sqrt(PLANE_SLOPE_RIDGE * k)
+    checked = 0
+    for i in range(len(pts)):
+        d = np.hypot(*(pts[:, :2] - pts[i, :2]).T)
+        d[i] = np.inf                                      # leave one out: never the point itself
+        order = np.argsort(d, kind="stable")
+        if d[order[k]] - d[order[k - 1]] < 1e-9:
+            continue                                       # the k nearest are not unique
+        nb = pts[order[:k]] - pts[i]
+        # z = a + b x + c y in least squares, plus the ridge rows sqrt(lam) b = 0 and sqrt(lam) c = 0
+        a = np.vstack([np.column_stack([np.ones(k), nb[:, :2]]), [[0, lam, 0], [0, 0, lam]]])
+        coef = np.linalg.lstsq(a, np.concatenate([nb[:, 2], [0, 0]]), rcond=None)[0]
+        assert got[i] == pytest.approx(-coef[0], abs=1e-7)
+        checked += 1
+    assert checked > 0.9 * len(pts) and np.isfinite(got).all()
+    assert got[0] == pytest.approx(got[-1], abs=1e-9)      # the twins hold each other up equally
+    assert np.isnan(local_plane_height(pts[:3])).all()     # too few points for a plane
+
+
+def test_refine_ground_tests_each_ground_point_against_its_neighbours_plane():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 30, size=(3000, 2))
+    z = 0.3 * xy[:, 0] - 0.2 * xy[:, 1] + rng.normal(0, 0.02, len(xy))  # a 20-degree slope, 2 cm noise
+    xyz = np.column_stack([xy, z])
+    labels = np.zeros(len(xy), np.int64)                   # all predicted ground ...
+    labels[:50] = 2                                        # ... but 50 buildings
+    xyz[50:60, 2] += 0.8                                   # grass tops called ground: 0.8 m above the slope
+    xyz[60:70, 2] += 0.3                                   # 0.3 m: under the tolerance
+    xyz[70:80, 2] -= 0.8                                   # pits stay ground
+    out = refine_ground(xyz, labels, ground_id=0, vegetation_id=1, tolerance=0.5)
+    assert (out[50:60] == 1).all() and (out[60:80] == 0).all()
+    assert (out[:50] == 2).all() and (out[80:] == 0).all()  # other classes and the slope itself unchanged
+    assert (labels == np.repeat([2, 0], [50, len(xy) - 50])).all()  # the input is not modified
 
 
 # --- input features ------------------------------------------------------------------------------------------
@@ -199,6 +244,39 @@ def test_xyz_only_las_is_segmented_with_vegetation_split(xyz_checkpoint, tmp_pat
                  "--vegetation-heights", "2,1", "--quiet"]) == 2
 
 
+def test_ground_tolerance_tests_predicted_ground_points(tmp_path, capsys):
+    from pcseg.engine.segment import class_map_of
+    from pcseg.models import zoo
+
+    cmap = class_map_of(zoo.load("sala-als"))
+    outs = {}
+    for tol in ("off", "0.5", "0.1"):
+        out = tmp_path / f"t{tol}.las"
+        assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(out), "--votes", "1",
+                     "--ground-tolerance", tol, "--quiet"]) == 0
+        outs[tol] = np.asarray(laspy.read(out)["class"]).astype(np.int64)
+    xyz, _ = read_xyz(EXAMPLE)
+    ground, vegetation = cmap.index("ground"), cmap.index("vegetation")
+    for tol in ("0.5", "0.1"):
+        expected = refine_ground(xyz, outs["off"], ground, vegetation, float(tol))
+        assert np.array_equal(outs[tol], expected)
+        changed = outs[tol] != outs["off"]
+        assert (outs["off"][changed] == ground).all() and (outs[tol][changed] == vegetation).all()
+    assert (outs["0.1"] != outs["off"]).sum() > (outs["0.5"] != outs["off"]).sum() > 0
+    default = tmp_path / "default.las"
+    assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(default), "--votes", "1", "--quiet"]) == 0
+    assert np.array_equal(np.asarray(laspy.read(default)["class"]), outs["0.5"])  # the card's 0.5 m
+    tiled = tmp_path / "tiled.las"  # tile by tile (bounded memory): each tile tests its ground with its margin
+    assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(tiled), "--votes", "1", "--quiet",
+                 "--ground-tolerance", "0.1", "--tile-points", "20000"]) == 0
+    assert np.mean(np.asarray(laspy.read(tiled)["class"]) == outs["0.1"]) > 0.97
+    capsys.readouterr()
+    for bad in ("-1", "abc"):
+        assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(tmp_path / "x.las"),
+                     "--ground-tolerance", bad]) == 2
+        assert "--ground-tolerance" in capsys.readouterr().err
+
+
 def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared_data):
     from pcseg.models.checkpoint import read_card
 
@@ -208,6 +286,7 @@ def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared
     command = card["training"]["command"]
     assert command.startswith("pcseg train -d ") and "als-ground:" in command and "max_steps=4" in command
     assert card["vegetation_split"]["thresholds"] == [0.5, 1.5]
+    assert card["vegetation_split"]["ground_tolerance"] == 0.5
 
 
 def test_quality_reads_validation_files_as_training_names_them():

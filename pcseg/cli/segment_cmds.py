@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -158,6 +159,11 @@ def register(app: typer.Typer) -> None:
             None, "--vegetation-heights", metavar="LOW,MEDIUM",
             help="airborne models: upper heights (m above the predicted ground) of low and medium vegetation "
                  "(default from the model card: 0.5,1.5, the IGN LiDAR HD rule)"),
+        ground_tolerance: Optional[str] = typer.Option(
+            None, "--ground-tolerance", metavar="METRES",
+            help="airborne models: a point predicted ground that stands more than this above the plane of its "
+                 "nearest ground points becomes vegetation (default from the model card: 0.5); 'off' keeps the "
+                 "network's labels"),
         bf16: bool = typer.Option(False, "--bf16", help="run the network in bfloat16 (faster on CPUs with AMX / "
                                   "AVX-512 BF16 and on recent GPUs; labels may differ on a few points)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
@@ -194,6 +200,13 @@ def register(app: typer.Typer) -> None:
                 heights = ()
             if len(heights) != 2:
                 raise UsageError(f"--vegetation-heights takes two numbers LOW,MEDIUM, not {vegetation_heights!r}")
+        tolerance = None
+        if ground_tolerance is not None:
+            try:
+                tolerance = math.inf if ground_tolerance.strip().lower() == "off" else float(ground_tolerance)
+            except ValueError:
+                raise UsageError(f"--ground-tolerance takes a height in metres or 'off', "
+                                 f"not {ground_tolerance!r}") from None
         files = _expand_inputs(inputs)
         many = len(files) > 1
         if output is not None and many:
@@ -213,7 +226,8 @@ def register(app: typer.Typer) -> None:
             png.mkdir(parents=True, exist_ok=True)
         opts = SegmentOptions(votes=votes, device=device, confidence=confidence, proba=proba,
                               as_classification=as_classification, eval_field=eval_field, batch_points=batch_points,
-                              tile_points=tile_points, vegetation_heights=heights, bf16=bf16)
+                              tile_points=tile_points, vegetation_heights=heights,
+                              ground_tolerance=tolerance, bf16=bf16)
         fmt = {"format": format, "in": in_fmt, "out": out_fmt}
         jobs_list, skipped = [], []
         for src in files:

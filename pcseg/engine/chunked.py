@@ -55,12 +55,13 @@ def _stats_pass(path: str, channels: tuple[str, ...]):
 
 
 def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, new_fields, opts: SegmentOptions,
-                        truth=None, progress=None, heights=None) -> dict:
+                        truth=None, progress=None, refine=None) -> dict:
     """Segment a LAS/LAZ file tile by tile and write ``dest``.
 
     ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
-    training ids`` (optional) adds a confusion matrix; ``heights(xyz, labels) -> (N,)`` (optional) gives the
-    height above ground of a tile's points from its predictions (margin included), passed on as ``height``.
+    training ids`` (optional) adds a confusion matrix; ``refine(xyz, labels) -> (labels, height)`` (optional)
+    turns a tile's predictions (margin included) into its final labels and their height above ground, passed on
+    as ``height``.
     Returns points, tiles, notes, class counts, confusion, seconds.
     """
     t0 = time.perf_counter()
@@ -109,7 +110,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         proba = (np.lib.format.open_memmap(scratch / "proba.npy", mode="w+", dtype=np.float32, shape=(n, num_classes))
                  if opts.want_proba else None)
         height = (np.lib.format.open_memmap(scratch / "height.npy", mode="w+", dtype=np.float32, shape=(n,))
-                  if heights is not None else None)
+                  if refine is not None else None)
         for (i, j) in sorted(handles):
             xyz = np.fromfile(scratch / f"{i}_{j}.xyz", dtype=np.float64).reshape(-1, 3)
             feats = np.fromfile(scratch / f"{i}_{j}.f", dtype=np.float32).reshape(-1, f_dim)
@@ -125,9 +126,11 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             logits = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
                                  opts.device, opts.batch_points, bf16=opts.bf16)[0]
             pick = sub.inverse[core]
-            labels[idx[core]] = logits.argmax(axis=1)[pick]
-            if height is not None:
-                height[idx[core]] = heights(xyz, logits.argmax(axis=1)[sub.inverse])[core]
+            tile_labels = logits.argmax(axis=1)[sub.inverse]
+            if refine is not None:
+                tile_labels, tile_height = refine(xyz, tile_labels)
+                height[idx[core]] = tile_height[core]
+            labels[idx[core]] = tile_labels[core]
             if proba is not None:
                 proba[idx[core]] = softmax(logits)[pick].astype(np.float32)
             if progress is not None:

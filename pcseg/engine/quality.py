@@ -13,7 +13,7 @@ from ..io import read
 from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
-from .segment import class_map_of
+from .segment import class_map_of, refine_and_split, vegetation_split
 
 TRUTH_FIELDS = ("classification", "class", "label")
 
@@ -30,7 +30,8 @@ def parse_eval_spec(spec: str) -> tuple[str, str, str]:
 
 
 def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None, without_color: bool = False) -> dict:
-    """Segment every ``FILE[:FIELD[:CLASSMAP]]`` with ``ck`` and score it against its ground truth.
+    """Segment every ``FILE[:FIELD[:CLASSMAP]]`` with ``ck`` and score the labels `pcseg segment` writes (an
+    airborne model's ground test included) against its ground truth.
 
     ``without_color``: the files' colour fields are removed first (how a model whose card has ``color_drop``
     does on scans that store no colour).
@@ -41,6 +42,7 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
     cmap = class_map_of(ck)
     pooled = np.zeros((cmap.num_classes, cmap.num_classes), dtype=np.int64)
     per_file, total_seconds = {}, 0.0
+    split = vegetation_split(ck)
     for spec in specs:
         path, field, map_name = parse_eval_spec(spec)
         cloud = read(path)
@@ -53,7 +55,8 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
         if reader.names != cmap.names:
             raise UsageError(f"class map {map_name} does not have the model's classes")
         seg = segment_points(ck, cloud, votes=votes)
-        cm = confusion_matrix(seg.labels, reader.encode(cloud.fields[field]), cmap.num_classes)
+        labels = refine_and_split(ck, split, cloud.xyz, seg.labels)[0]  # the labels `pcseg segment` writes
+        cm = confusion_matrix(labels, reader.encode(cloud.fields[field]), cmap.num_classes)
         pooled += cm
         total_seconds += seg.seconds
         s = scores(cm, cmap.names)

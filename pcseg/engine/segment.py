@@ -14,7 +14,7 @@ from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
 from .options import SegmentOptions
-from .vegetation import asprs_codes, height_above_predicted_ground
+from .vegetation import GROUND_NEIGHBOURS, GROUND_TOLERANCE, asprs_codes, height_above_predicted_ground, refine_ground
 
 
 def class_map_of(ck: Checkpoint) -> ClassMap:
@@ -26,26 +26,42 @@ def _free_name(cloud: PointCloud, name: str) -> str:
     return name if name not in cloud.fields else f"pred_{name}"
 
 
-def vegetation_split(ck: Checkpoint, heights: tuple[float, float] | None = None) -> dict | None:
-    """The model's vegetation height rule (card ``vegetation_split``), thresholds replaced by ``heights``."""
+def vegetation_split(ck: Checkpoint, heights: tuple[float, float] | None = None,
+                     ground_tolerance: float | None = None) -> dict | None:
+    """The model's vegetation height rule (card ``vegetation_split``), thresholds replaced by ``heights`` and
+    the ground test's tolerance by ``ground_tolerance`` (``inf``: no test)."""
     split = ck.card.get("vegetation_split")
+    if split is None:
+        for given, option in ((heights, "--vegetation-heights"), (ground_tolerance, "--ground-tolerance")):
+            if given is not None:
+                raise UsageError(f"model {ck.name!r} predicts no single vegetation class to split by height; "
+                                 f"drop {option}")
+        return None
+    split = {"ground_tolerance": GROUND_TOLERANCE, "ground_neighbours": GROUND_NEIGHBOURS, **split}
     if heights is not None:
-        if split is None:
-            raise UsageError(f"model {ck.name!r} predicts no single vegetation class to split by height; "
-                             "drop --vegetation-heights")
         low, medium = (float(v) for v in heights)
         if not 0 <= low <= medium:
             raise UsageError(f"--vegetation-heights needs 0 <= LOW <= MEDIUM, got {low:g},{medium:g}")
-        split = {**split, "thresholds": [low, medium]}
+        split["thresholds"] = [low, medium]
+    if ground_tolerance is not None:
+        if not ground_tolerance > 0:
+            raise UsageError(f"--ground-tolerance needs a height above 0 m (or 'off'), got {ground_tolerance:g}")
+        split["ground_tolerance"] = float(ground_tolerance)
     return split
 
 
-def split_heights(ck: Checkpoint, split: dict | None, xyz: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-    """Height above the predicted ground of every point, when the model splits vegetation by height."""
+def refine_and_split(ck: Checkpoint, split: dict | None, xyz: np.ndarray,
+                     labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels after the ground test, height above the predicted ground of every point) when the model splits
+    vegetation by height; else (labels, None)."""
     if split is None:
-        return None
+        return labels, None
     cmap = class_map_of(ck)
-    return height_above_predicted_ground(xyz, labels, cmap.index(split["ground_class"]), float(split["cell"]))
+    ground = cmap.index(split["ground_class"])
+    if np.isfinite(split["ground_tolerance"]):
+        labels = refine_ground(xyz, labels, ground, cmap.index(split["vegetation_class"]),
+                               float(split["ground_tolerance"]), int(split["ground_neighbours"]))
+    return labels, height_above_predicted_ground(xyz, labels, ground, float(split["cell"]))
 
 
 def asprs_prediction(ck: Checkpoint, labels: np.ndarray, height: np.ndarray | None, split: dict | None) -> np.ndarray:
@@ -121,27 +137,27 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOpti
     seg = segment_points(ck, cloud, votes=opts.votes, device=opts.device, batch_points=opts.batch_points,
                          want_proba=opts.want_proba, progress=progress, bf16=opts.bf16)
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, opts.vegetation_heights)
-    height = split_heights(ck, split, cloud.xyz, seg.labels)
+    split = vegetation_split(ck, opts.vegetation_heights, opts.ground_tolerance)
+    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels)
     summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": opts.votes}
     if output is not None:
-        new = prediction_fields(cloud, ck, seg.labels, seg.proba, opts.confidence, opts.proba,
+        new = prediction_fields(cloud, ck, labels, seg.proba, opts.confidence, opts.proba,
                                 opts.as_classification, fmt_out, height, split)
         notes = write(cloud.with_fields(**new), output, out_format)
         summary["fields_written"] = list(new)
         summary["notes"] = notes
-    counts = np.bincount(seg.labels, minlength=cmap.num_classes)
+    counts = np.bincount(labels, minlength=cmap.num_classes)
     summary["classes"] = {n: int(c) for n, c in zip(cmap.names, counts)}
     if split is not None and height is not None:
-        codes = asprs_prediction(ck, seg.labels, height, split)
+        codes = asprs_prediction(ck, labels, height, split)
         summary["asprs_codes"] = {str(k): int(v) for k, v in zip(*np.unique(codes, return_counts=True))}
     if opts.eval_field is not None:
-        summary["metrics"] = evaluate(cloud, ck, seg.labels, opts.eval_field)
+        summary["metrics"] = evaluate(cloud, ck, labels, opts.eval_field)
         if split is not None and height is not None and "ASPRS" in cmap.raw_kind:
             summary["metrics_asprs"] = evaluate_asprs(cloud.fields[opts.eval_field], codes)
     if opts.png:
-        codes = asprs_prediction(ck, seg.labels, height, split) if opts.as_classification else None
-        summary["png"] = draw_result(ck, cloud, seg.labels, codes, opts)
+        codes = asprs_prediction(ck, labels, height, split) if opts.as_classification else None
+        summary["png"] = draw_result(ck, cloud, labels, codes, opts)
     seconds = time.perf_counter() - t0
     summary.update(seconds=round(seconds, 3), points_per_second=round(len(cloud) / seconds, 1),
                    subsampled_points=seg.sub_points, regions=seg.regions)
@@ -167,14 +183,14 @@ def _segment_large(ck, src: str, output: str, fmt_out: str, opts: SegmentOptions
     from .chunked import segment_las_chunked
 
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, opts.vegetation_heights)
+    split = vegetation_split(ck, opts.vegetation_heights, opts.ground_tolerance)
 
     def fields(chunk, labels, proba, height):
         return prediction_fields(chunk, ck, labels, proba, opts.confidence, opts.proba, opts.as_classification,
                                  fmt_out, height, split)
 
-    def heights(xyz, labels):  # per tile, from the tile's own predictions (margin included)
-        return split_heights(ck, split, xyz, labels)
+    def refine(xyz, labels):  # per tile, from the tile's own predictions (margin included)
+        return refine_and_split(ck, split, xyz, labels)
 
     def truth(chunk):
         if opts.eval_field not in chunk.fields:
@@ -182,7 +198,7 @@ def _segment_large(ck, src: str, output: str, fmt_out: str, opts: SegmentOptions
         return cmap.encode(chunk.fields[opts.eval_field])
 
     r = segment_las_chunked(ck, src, output, fmt_out == "laz", fields, opts, truth if opts.eval_field else None,
-                            progress, heights if split is not None else None)
+                            progress, refine if split is not None else None)
     seconds = time.perf_counter() - t0
     summary = {"input": src, "output": output, "points": r["points"], "model": ck.name, "votes": opts.votes,
                "classes": {n: int(c) for n, c in zip(cmap.names, r["counts"])}, "notes": r["notes"],

@@ -1,6 +1,6 @@
 """Ground surfaces of airborne scans, as rasters sampled bilinearly.
 
-Two surfaces, two uses:
+Three surfaces, three uses:
 
 * :func:`opening_surface`, label-free: the lowest point of every cell (low outliers dropped), empty cells filled from the nearest
   non-empty one, then a grey-scale morphological opening (erosion then dilation) with a square window. The
@@ -10,6 +10,8 @@ Two surfaces, two uses:
   warehouse) stay in the surface. The network reads the height above this surface as an input channel
   (``hag``), so a tile whose ground spans 60 m gives the same input for a house on the hill as in the valley;
   a sensor's intensity scale or the tile's lowest point never enters.
+* :func:`local_plane_height`: the height of each point above the plane fitted to its nearest other points (the
+  predicted ground points): the per-point test of whether a point the network called ground lies on the ground.
 * :func:`points_surface`: the mean height of given points per cell (the predicted ground points), empty cells
   filled from the nearest non-empty one. The IGN LiDAR HD specification splits vegetation by height above
   the ground surface (0-0.5 m low, 0.5-1.5 m medium, above 1.5 m high vegetation): :func:`vegetation_codes`.
@@ -135,6 +137,47 @@ def points_surface(ground_xyz: np.ndarray, cell: float, lo: np.ndarray, hi: np.n
     count = np.bincount(flat, minlength=shape[0] * shape[1])
     z = np.where(count > 0, total / np.maximum(count, 1), np.inf).reshape(shape)
     return Surface(lo, cell, _fill_nearest(z))
+
+
+PLANE_SLOPE_RIDGE = 1e-3
+"""Ridge term (m^2 per neighbour) on the slope coefficients of :func:`local_plane_height`: it keeps the plane
+defined when the neighbours lie on a line (a row of points along a scan line) and changes a real slope's fit by
+well under a millimetre at the spacings of airborne scans."""
+
+
+def local_plane_height(xyz: np.ndarray, neighbours: int = 8, rows: int = 262_144) -> np.ndarray:
+    """Height of every point of ``xyz`` (N, 3) above the least-squares plane z = a + b x + c y through its
+    ``neighbours`` nearest *other* points in x, y (leave one out: a point never supports its own plane, and a
+    duplicate of it counts as another point). NaN for every point when N <= 3. Processed ``rows`` points at a
+    time to bound memory."""
+    from scipy.spatial import cKDTree
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    n = len(xyz)
+    k = min(int(neighbours), n - 1)
+    if k < 3:
+        return np.full(n, np.nan)
+    tree = cKDTree(xyz[:, :2])
+    out = np.empty(n)
+    ridge = PLANE_SLOPE_RIDGE * k
+    for s in range(0, n, rows):
+        q = xyz[s:s + rows]
+        _, nb = tree.query(q[:, :2], k=k + 1)
+        own = nb == np.arange(s, s + len(q))[:, None]
+        # the point itself moves to the last column (stable), which is dropped; a row without it drops its
+        # farthest neighbour
+        nb = np.take_along_axis(nb, np.argsort(own, axis=1, kind="stable"), axis=1)[:, :k]
+        rel = xyz[nb] - q[:, None, :]                    # neighbours relative to the point
+        x, y, z = rel[:, :, 0], rel[:, :, 1], rel[:, :, 2]
+        # normal equations of z = a + b x + c y (ridge on b, c), solved for a alone by Cramer's rule
+        sx, sy, sz = x.sum(1), y.sum(1), z.sum(1)
+        sxx, syy, sxy = (x * x).sum(1) + ridge, (y * y).sum(1) + ridge, (x * y).sum(1)
+        sxz, syz = (x * z).sum(1), (y * z).sum(1)
+        minor = sxx * syy - sxy * sxy
+        det = k * minor - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
+        det_a = sz * minor - sx * (sxz * syy - sxy * syz) + sy * (sxz * sxy - sxx * syz)
+        out[s:s + len(q)] = -det_a / det                 # the plane's height at the point is a; the point is at 0
+    return out
 
 
 def vegetation_codes(height: np.ndarray, thresholds: tuple[float, float] = IGN_VEGETATION_HEIGHTS,
