@@ -30,8 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from pcseg.data.classmaps import builtin_class_map  # noqa: E402
 from pcseg.engine.infer import segment_points  # noqa: E402
 from pcseg.engine.metrics import confusion_matrix, scores  # noqa: E402
-from pcseg.engine.segment import (asprs_prediction, class_map_of, refine_and_split,  # noqa: E402
-                                  vegetation_split)
+from pcseg.engine.segment import airborne_rules, asprs_prediction, class_map_of, refine_and_split  # noqa: E402
 from pcseg.io import read  # noqa: E402
 from pcseg.models import zoo  # noqa: E402
 
@@ -57,6 +56,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--ground-tolerance", help="metres or 'off' (default: the model card's)")
+    ap.add_argument("--building-min-height", help="metres or 'off' (default: the model card's)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,21 +68,21 @@ def main() -> int:
     # vegetation of an asprs-class model count as vegetation), so that models of either class set compare.
     als, asprs = builtin_class_map("als"), builtin_class_map("asprs")
     names = als.names
-    tolerance = None if args.ground_tolerance is None else (
-        float("inf") if args.ground_tolerance == "off" else float(args.ground_tolerance))
-    split = vegetation_split(ck, ground_tolerance=tolerance)
+    split = airborne_rules(ck, ground_tolerance=metres_or_off(args.ground_tolerance),
+                           building_min_height=metres_or_off(args.building_min_height))
     g = names.index("ground")
     pooled = np.zeros((len(names), len(names)), np.int64)
     ground_pooled = np.zeros((2, 2), np.int64)
-    report: dict = {"votes": args.votes, "bf16": args.bf16, "threads": args.threads,
-                    "ground_tolerance": None if split is None else (split["ground_tolerance"] if np.isfinite(
-                        split["ground_tolerance"]) else "off"), "per_file": {}}
+    report: dict = {"votes": args.votes, "bf16": args.bf16, "threads": args.threads, "per_file": {}}
+    if split is not None:
+        report["ground_tolerance"] = split["ground_tolerance"] if np.isfinite(split["ground_tolerance"]) else "off"
+        report["building_min_height"] = split["building_min_height"] or "off"
     for rel, map_name, full in VALIDATION:
         path = DATA / rel
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
         seg = segment_points(ck, cloud, votes=args.votes, bf16=args.bf16)
-        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels)
+        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up)
         codes = asprs_prediction(ck, labels, height, split)
         pred = als.encode(codes)
         pred[pred < 0] = names.index("other")  # code 1: the model's "none of the named classes"
@@ -134,6 +134,10 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def metres_or_off(value: str | None) -> float | None:
+    return None if value is None else float("inf") if value == "off" else float(value)
 
 
 def fmt(v) -> str:

@@ -1,17 +1,17 @@
 """Ground / non-ground quality of a pcseg model against classic ground filters (CSF, and SMRF where installed).
 
-What: for each airborne tile, pcseg's predicted ``ground`` class (one forward pass per region with ``--votes 1``,
-followed by the model card's per-point ground test as `pcseg segment` runs it) is turned into a ground /
-non-ground mask and scored against the file's ASPRS ``classification``, next to the Cloth Simulation Filter
-(CSF, Zhang et al. 2016) and the Simple Morphological Filter (SMRF, Pingel et al. 2013) run on exactly the same
-points. Per file and method, and pooled over all files (confusion counts summed, then
+What: for each airborne tile, pcseg's predicted ``ground`` class (one forward pass per region with
+``--votes 1``, followed by the model card's per-point building and ground tests as `pcseg segment` runs them)
+is turned into a ground / non-ground mask and scored against the file's ASPRS ``classification``, next to the
+Cloth Simulation Filter (CSF, Zhang et al. 2016) and the Simple Morphological Filter (SMRF, Pingel et al. 2013)
+run on exactly the same points. Per file and method, and pooled over all files (confusion counts summed, then
 the rates), it reports:
 
 - total error: misclassified points / scored points,
 - type I error: ground called non-ground / true ground points,
 - type II error: non-ground called ground / true non-ground points,
 - ground IoU: TP / (TP + FN + FP) for the ground class,
-- seconds: wall time of the method alone (pcseg: ``segment_points`` and the ground test, incl. its grid subsampling; CSF and SMRF:
+- seconds: wall time of the method alone (pcseg: ``segment_points`` and the tests, incl. its grid subsampling; CSF and SMRF:
   the filter call incl. handing the points over), not reading the file or loading the model.
 
 Why: a learned segmenter should at least match a standard, parameter-light ground filter on ground / non-ground
@@ -201,7 +201,7 @@ def run(args) -> int:
     import torch
 
     from pcseg.engine.infer import segment_points
-    from pcseg.engine.segment import refine_and_split, vegetation_split
+    from pcseg.engine.segment import airborne_rules, refine_and_split
     from pcseg.errors import PcsegError
     from pcseg.io import read
     from pcseg.models import zoo
@@ -255,8 +255,9 @@ def run(args) -> int:
         for method in methods:
             t0 = time.perf_counter()
             if method == "pcseg":
-                labels = segment_points(ck, cloud, votes=args.votes, device="cpu").labels
-                labels = refine_and_split(ck, vegetation_split(ck), cloud.xyz, labels)[0]  # as `pcseg segment`
+                seg = segment_points(ck, cloud, votes=args.votes, device="cpu")
+                labels = refine_and_split(ck, airborne_rules(ck), cloud.xyz, seg.labels,  # as `pcseg segment`
+                                          seg.runner_up)[0]
                 pred = labels == ground_id
             elif method == "csf":
                 pred = csf_ground(csf_module, cloud.xyz)

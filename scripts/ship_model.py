@@ -24,7 +24,7 @@ import json
 from pcseg.engine.distill import DistillConfig
 from pcseg.engine.quality import measure_quality, parse_eval_spec
 from pcseg.engine.train import TrainConfig, portable_path, reproduce_command
-from pcseg.engine.vegetation import default_split
+from pcseg.engine.vegetation import default_building_test, default_split
 from pcseg.models.checkpoint import load_checkpoint, save_checkpoint
 from pcseg.models.zoo import MODELS_DIR, write_card
 
@@ -47,6 +47,8 @@ def main() -> int:
     names = card["classes"]["names"]
     if "vegetation_split" not in card and default_split(names):
         card["vegetation_split"] = default_split(names)
+    if "building_test" not in card and default_building_test(names):
+        card["building_test"] = default_building_test(names)
     card["trained_on"] = [portable_path(p) for p in card.get("trained_on", [])]
     card["validated_on"] = [portable_path(p) for p in card.get("validated_on", [])]
     training = card.get("training", {})

@@ -15,7 +15,7 @@ from pcseg.data.classmaps import IGNORE, builtin_class_map, partial_label, parti
 from pcseg.data.datasets import resolve_data
 from pcseg.data.features import make_features
 from pcseg.errors import UsageError
-from pcseg.engine.vegetation import refine_ground
+from pcseg.engine.vegetation import refine_buildings, refine_ground
 from pcseg.geometry.ground import (PLANE_SLOPE_RIDGE, local_plane_height, opening_surface, points_surface,
                                   vegetation_codes)
 from pcseg.nn.losses import partial_cross_entropy
@@ -138,6 +138,26 @@ def test_refine_ground_tests_each_ground_point_against_its_neighbours_plane():
     assert (labels == np.repeat([2, 0], [50, len(xy) - 50])).all()  # the input is not modified
 
 
+def test_refine_buildings_gives_low_buildings_their_runner_up_class():
+    rng = np.random.default_rng(2)
+    xy = rng.uniform(0, 80, size=(30_000, 2))
+    z = 0.2 * xy[:, 0] + rng.normal(0, 0.02, len(xy))                    # an 11-degree slope
+    house = (np.abs(xy[:, 0] - 25) < 5) & (np.abs(xy[:, 1] - 40) < 5)     # a 6 m house
+    shed = (np.abs(xy[:, 0] - 55) < 4) & (np.abs(xy[:, 1] - 40) < 4)      # a 2.5 m shed
+    deck = (np.abs(xy[:, 0] - 40) < 5) & (np.abs(xy[:, 1] - 15) < 5)      # a 1 m platform called building
+    z = z + 6.0 * house + 2.5 * shed + 1.0 * deck
+    xyz = np.column_stack([xy, z])
+    labels = np.where(house | shed | deck, 2, 0)
+    runner_up = np.full(len(xy), 5)
+    out = refine_buildings(xyz, labels, runner_up, building_id=2, min_height=2.0)
+    # direct: height above each label-free estimate (1 m cell minima opened with 10 m and 40 m windows)
+    height = np.max([opening_surface(xyz, 1.0, w).height(xyz) for w in (10.0, 40.0)], axis=0)
+    expected = np.where((labels == 2) & (height < 2.0), runner_up, labels)
+    assert np.array_equal(out, expected)
+    assert (out[house] == 2).all() and (out[shed] == 2).mean() > 0.95 and (out[deck] == 5).all()
+    assert (out[labels == 0] == 0).all() and (labels[deck] == 2).all()  # ground untouched, input unchanged
+
+
 # --- input features ------------------------------------------------------------------------------------------
 
 def test_hag_channel_reads_geometry_only():
@@ -238,8 +258,11 @@ def test_xyz_only_las_is_segmented_with_vegetation_split(xyz_checkpoint, tmp_pat
     out2 = tmp_path / "out2.las"
     assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(out2), "--votes", "1",
                  "--as-classification", "--vegetation-heights", "0,0", "--quiet"]) == 0
-    codes2 = np.asarray(laspy.read(out2).classification)
-    assert not np.isin(codes2, [3, 4]).any() and (codes2[veg] == 5).all()
+    res2 = laspy.read(out2)
+    codes2 = np.asarray(res2.classification)
+    veg2, height2 = np.isin(codes2, [3, 4, 5]), np.asarray(res2["height_above_ground"])
+    assert veg2.sum() > 1000 and not (codes2 == 4).any()  # no medium band; low only below the ground surface
+    assert np.array_equal(codes2[veg2], np.where(height2[veg2] < 0, 3, 5))
     assert main(["segment", str(path), "--model", xyz_checkpoint, "-o", str(tmp_path / "x.las"),
                  "--vegetation-heights", "2,1", "--quiet"]) == 2
 
@@ -277,6 +300,38 @@ def test_ground_tolerance_tests_predicted_ground_points(tmp_path, capsys):
         assert "--ground-tolerance" in capsys.readouterr().err
 
 
+def test_building_min_height_takes_the_runner_up_of_low_buildings(tmp_path, capsys):
+    from pcseg.engine.segment import class_map_of
+    from pcseg.models import zoo
+
+    names = class_map_of(zoo.load("sala-als")).names
+    outs, proba = {}, None
+    for value in ("off", "2"):
+        out = tmp_path / f"b{value}.las"
+        assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(out), "--votes", "1", "--quiet",
+                     "--building-min-height", value, "--ground-tolerance", "off", "--proba"]) == 0
+        las = laspy.read(out)
+        outs[value] = np.asarray(las["class"]).astype(np.int64)
+        proba = np.stack([np.asarray(las[f"prob_{n}"]) for n in names], axis=1)
+    xyz, _ = read_xyz(EXAMPLE)
+    changed = outs["2"] != outs["off"]
+    assert changed.sum() > 100 and (outs["off"][changed] == names.index("building")).all()
+    ranked = np.argsort(-proba[changed], axis=1, kind="stable")
+    assert np.array_equal(outs["2"][changed], ranked[:, 1])          # the second most likely class
+    height = np.max([opening_surface(xyz, 1.0, w).height(xyz) for w in (10.0, 40.0)], axis=0)
+    building = outs["off"] == names.index("building")
+    assert np.array_equal(changed, building & (height < 2.0))
+    default = tmp_path / "default.las"
+    assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(default), "--votes", "1", "--quiet",
+                 "--ground-tolerance", "off"]) == 0
+    assert np.array_equal(np.asarray(laspy.read(default)["class"]), outs["2"])  # the card's 2 m
+    capsys.readouterr()
+    for bad in ("-1", "two"):
+        assert main(["segment", EXAMPLE, "--model", "sala-als", "-o", str(tmp_path / "x.las"),
+                     "--building-min-height", bad]) == 2
+        assert "--building-min-height" in capsys.readouterr().err
+
+
 def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared_data):
     from pcseg.models.checkpoint import read_card
 
@@ -287,6 +342,7 @@ def test_card_holds_no_machine_path_and_the_train_command(xyz_checkpoint, shared
     assert command.startswith("pcseg train -d ") and "als-ground:" in command and "max_steps=4" in command
     assert card["vegetation_split"]["thresholds"] == [0.5, 1.5]
     assert card["vegetation_split"]["ground_tolerance"] == 0.5
+    assert card["building_test"]["min_height"] == 2.0
 
 
 def test_quality_reads_validation_files_as_training_names_them():

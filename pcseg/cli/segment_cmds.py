@@ -143,6 +143,16 @@ def _worker_init_loaded(model: str, device: str) -> None:
     _worker["ck"] = zoo.load(model, device)
 
 
+def _metres_or_off(value: str | None, option: str) -> float | None:
+    """A height option: None (the card's), a number of metres, or 'off' (inf)."""
+    if value is None:
+        return None
+    try:
+        return math.inf if value.strip().lower() == "off" else float(value)
+    except ValueError:
+        raise UsageError(f"{option} takes a height in metres or 'off', not {value!r}") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def segment(
@@ -164,6 +174,11 @@ def register(app: typer.Typer) -> None:
             help="airborne models: a point predicted ground that stands more than this above the plane of its "
                  "nearest ground points becomes vegetation (default from the model card: 0.5); 'off' keeps the "
                  "network's labels"),
+        building_min_height: Optional[str] = typer.Option(
+            None, "--building-min-height", metavar="METRES",
+            help="airborne models: a point predicted building that stands less than this above the label-free "
+                 "ground estimates takes its second most likely class (default from the model card: 2); 'off' "
+                 "keeps the network's labels"),
         bf16: bool = typer.Option(False, "--bf16", help="run the network in bfloat16 (faster on CPUs with AMX / "
                                   "AVX-512 BF16 and on recent GPUs; labels may differ on a few points)"),
         eval_field: Optional[str] = typer.Option(None, "--eval", help="ground-truth field: report mIoU, OA, per-class IoU"),
@@ -200,13 +215,8 @@ def register(app: typer.Typer) -> None:
                 heights = ()
             if len(heights) != 2:
                 raise UsageError(f"--vegetation-heights takes two numbers LOW,MEDIUM, not {vegetation_heights!r}")
-        tolerance = None
-        if ground_tolerance is not None:
-            try:
-                tolerance = math.inf if ground_tolerance.strip().lower() == "off" else float(ground_tolerance)
-            except ValueError:
-                raise UsageError(f"--ground-tolerance takes a height in metres or 'off', "
-                                 f"not {ground_tolerance!r}") from None
+        tolerance = _metres_or_off(ground_tolerance, "--ground-tolerance")
+        min_height = _metres_or_off(building_min_height, "--building-min-height")
         files = _expand_inputs(inputs)
         many = len(files) > 1
         if output is not None and many:
@@ -227,7 +237,7 @@ def register(app: typer.Typer) -> None:
         opts = SegmentOptions(votes=votes, device=device, confidence=confidence, proba=proba,
                               as_classification=as_classification, eval_field=eval_field, batch_points=batch_points,
                               tile_points=tile_points, vegetation_heights=heights,
-                              ground_tolerance=tolerance, bf16=bf16)
+                              ground_tolerance=tolerance, building_min_height=min_height, bf16=bf16)
         fmt = {"format": format, "in": in_fmt, "out": out_fmt}
         jobs_list, skipped = [], []
         for src in files:

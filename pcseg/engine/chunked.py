@@ -25,7 +25,7 @@ from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
-from .infer import softmax, vote_logits
+from .infer import softmax, top_two, vote_logits
 from .options import SegmentOptions
 
 CHUNK = 1_000_000
@@ -59,9 +59,9 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     """Segment a LAS/LAZ file tile by tile and write ``dest``.
 
     ``new_fields(chunk, labels, proba, height) -> dict`` makes the output fields of a chunk; ``truth(chunk) ->
-    training ids`` (optional) adds a confusion matrix; ``refine(xyz, labels) -> (labels, height)`` (optional)
-    turns a tile's predictions (margin included) into its final labels and their height above ground, passed on
-    as ``height``.
+    training ids`` (optional) adds a confusion matrix; ``refine(xyz, labels, runner_up) -> (labels, height)``
+    (optional) turns a tile's predictions (margin included) into its final labels and their height above
+    ground, passed on as ``height``.
     Returns points, tiles, notes, class counts, confusion, seconds.
     """
     t0 = time.perf_counter()
@@ -126,9 +126,10 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             logits = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
                                  opts.device, opts.batch_points, bf16=opts.bf16)[0]
             pick = sub.inverse[core]
-            tile_labels = logits.argmax(axis=1)[sub.inverse]
+            top, second = top_two(logits)
+            tile_labels = top[sub.inverse]
             if refine is not None:
-                tile_labels, tile_height = refine(xyz, tile_labels)
+                tile_labels, tile_height = refine(xyz, tile_labels, second[sub.inverse])
                 height[idx[core]] = tile_height[core]
             labels[idx[core]] = tile_labels[core]
             if proba is not None:

@@ -27,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Segmentation:
-    """Per original point: ``labels`` (training ids, int64) and ``proba`` ((N, C) float32 or None);
+    """Per original point: ``labels`` (training ids, int64), ``runner_up`` (the second most likely class, int64)
+    and ``proba`` ((N, C) float32 or None);
     ``sub_points`` counts the subsampled points the network saw, ``regions`` the inference regions of one vote,
     ``passes`` how many times a subsampled point went through the network per vote (mean); ``seconds`` the time
     spent."""
 
     labels: np.ndarray
+    runner_up: np.ndarray
     proba: np.ndarray | None
     sub_points: int
     regions: int
@@ -44,6 +46,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def top_two(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(most likely, second most likely) class of every row of (M, C) logits, int64 (the second is the first
+    when C is 1)."""
+    top = logits.argmax(axis=1).astype(np.int64)
+    if logits.shape[1] < 2:
+        return top, top.copy()
+    rest = logits.copy()
+    rest[np.arange(len(rest)), top] = -np.inf
+    return top, rest.argmax(axis=1).astype(np.int64)
 
 
 def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, features: np.ndarray,
@@ -143,7 +156,8 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     mean_logits, n_regions, passes = vote_logits(model, spec, sub.points, sub.features, radius,
                                                  len(card["classes"]["names"]), votes, device, batch_points,
                                                  coverage, progress, bf16)
-    labels = mean_logits.argmax(axis=1)[sub.inverse].astype(np.int64)
+    top, second = top_two(mean_logits)
+    labels, runner_up = top[sub.inverse], second[sub.inverse]
     proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None
-    return Segmentation(labels=labels, proba=proba, sub_points=len(sub.points), regions=n_regions, passes=passes,
+    return Segmentation(labels=labels, runner_up=runner_up, proba=proba, sub_points=len(sub.points), regions=n_regions, passes=passes,
                         seconds=time.perf_counter() - t0)

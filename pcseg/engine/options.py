@@ -21,6 +21,7 @@ class SegmentOptions:
     tile_points: int = 5_000_000                              # LAS/LAZ inputs above this go tile by tile
     vegetation_heights: tuple[float, float] | None = None     # low / medium vegetation upper heights (m)
     ground_tolerance: float | None = None                     # ground test (m above the neighbours' plane); inf: off
+    building_min_height: float | None = None                  # building test (m above the hag estimates); inf: off
     bf16: bool = False                                        # network in bfloat16
     png: str | None = None                                    # also render a picture of the result here
 

@@ -13,7 +13,7 @@ from ..io import read
 from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
-from .segment import class_map_of, refine_and_split, vegetation_split
+from .segment import airborne_rules, class_map_of, refine_and_split
 
 TRUTH_FIELDS = ("classification", "class", "label")
 
@@ -42,7 +42,7 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
     cmap = class_map_of(ck)
     pooled = np.zeros((cmap.num_classes, cmap.num_classes), dtype=np.int64)
     per_file, total_seconds = {}, 0.0
-    split = vegetation_split(ck)
+    rules = airborne_rules(ck)
     for spec in specs:
         path, field, map_name = parse_eval_spec(spec)
         cloud = read(path)
@@ -55,7 +55,7 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
         if reader.names != cmap.names:
             raise UsageError(f"class map {map_name} does not have the model's classes")
         seg = segment_points(ck, cloud, votes=votes)
-        labels = refine_and_split(ck, split, cloud.xyz, seg.labels)[0]  # the labels `pcseg segment` writes
+        labels = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up)[0]  # the labels `pcseg segment` writes
         cm = confusion_matrix(labels, reader.encode(cloud.fields[field]), cmap.num_classes)
         pooled += cm
         total_seconds += seg.seconds

@@ -1,6 +1,7 @@
 """`pcseg segment` on one input: read, voting inference, fields written back, metrics."""
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -14,7 +15,8 @@ from ..models.checkpoint import Checkpoint
 from .infer import segment_points
 from .metrics import confusion_matrix, scores
 from .options import SegmentOptions
-from .vegetation import GROUND_NEIGHBOURS, GROUND_TOLERANCE, asprs_codes, height_above_predicted_ground, refine_ground
+from .vegetation import (GROUND_NEIGHBOURS, GROUND_TOLERANCE, asprs_codes, default_building_test,
+                         height_above_predicted_ground, refine_buildings, refine_ground)
 
 
 def class_map_of(ck: Checkpoint) -> ClassMap:
@@ -26,42 +28,60 @@ def _free_name(cloud: PointCloud, name: str) -> str:
     return name if name not in cloud.fields else f"pred_{name}"
 
 
-def vegetation_split(ck: Checkpoint, heights: tuple[float, float] | None = None,
-                     ground_tolerance: float | None = None) -> dict | None:
-    """The model's vegetation height rule (card ``vegetation_split``), thresholds replaced by ``heights`` and
-    the ground test's tolerance by ``ground_tolerance`` (``inf``: no test)."""
+def airborne_rules(ck: Checkpoint, heights: tuple[float, float] | None = None, ground_tolerance: float | None = None,
+                   building_min_height: float | None = None) -> dict | None:
+    """The model's height rules (:mod:`pcseg.engine.vegetation`) as one dict: the card's ``vegetation_split``
+    (thresholds replaced by ``heights``, the ground test's tolerance by ``ground_tolerance``) plus
+    ``building_min_height`` from its ``building_test`` (``inf`` turns either test off; the rules hold None for
+    a building test that is off). None for a model
+    without a vegetation split (which then takes none of these options)."""
     split = ck.card.get("vegetation_split")
     if split is None:
-        for given, option in ((heights, "--vegetation-heights"), (ground_tolerance, "--ground-tolerance")):
+        for given, option in ((heights, "--vegetation-heights"), (ground_tolerance, "--ground-tolerance"),
+                              (building_min_height, "--building-min-height")):
             if given is not None:
                 raise UsageError(f"model {ck.name!r} predicts no single vegetation class to split by height; "
                                  f"drop {option}")
         return None
-    split = {"ground_tolerance": GROUND_TOLERANCE, "ground_neighbours": GROUND_NEIGHBOURS, **split}
+    rules = {"ground_tolerance": GROUND_TOLERANCE, "ground_neighbours": GROUND_NEIGHBOURS, **split}
+    building = ck.card.get("building_test") or default_building_test(class_map_of(ck).names)
+    rules["building_class"] = building["building_class"] if building else None
+    rules["building_min_height"] = float(building["min_height"]) if building else None  # None: no test
     if heights is not None:
         low, medium = (float(v) for v in heights)
         if not 0 <= low <= medium:
             raise UsageError(f"--vegetation-heights needs 0 <= LOW <= MEDIUM, got {low:g},{medium:g}")
-        split["thresholds"] = [low, medium]
+        rules["thresholds"] = [low, medium]
     if ground_tolerance is not None:
         if not ground_tolerance > 0:
             raise UsageError(f"--ground-tolerance needs a height above 0 m (or 'off'), got {ground_tolerance:g}")
-        split["ground_tolerance"] = float(ground_tolerance)
-    return split
+        rules["ground_tolerance"] = float(ground_tolerance)
+    if building_min_height is not None:
+        if rules["building_class"] is None:
+            raise UsageError(f"model {ck.name!r} has no building class; drop --building-min-height")
+        if not building_min_height >= 0:
+            raise UsageError(f"--building-min-height needs a height of 0 m or more (or 'off'), "
+                             f"got {building_min_height:g}")
+        rules["building_min_height"] = None if math.isinf(building_min_height) else float(building_min_height)
+    return rules
 
 
-def refine_and_split(ck: Checkpoint, split: dict | None, xyz: np.ndarray,
-                     labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(labels after the ground test, height above the predicted ground of every point) when the model splits
-    vegetation by height; else (labels, None)."""
-    if split is None:
+def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels: np.ndarray,
+                     runner_up: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels after the building and ground tests, height above the predicted ground of every point) for a
+    model with height rules (:func:`airborne_rules`); else (labels, None). ``runner_up``: every point's second
+    most likely class (:class:`pcseg.engine.infer.Segmentation`)."""
+    if rules is None:
         return labels, None
     cmap = class_map_of(ck)
-    ground = cmap.index(split["ground_class"])
-    if np.isfinite(split["ground_tolerance"]):
-        labels = refine_ground(xyz, labels, ground, cmap.index(split["vegetation_class"]),
-                               float(split["ground_tolerance"]), int(split["ground_neighbours"]))
-    return labels, height_above_predicted_ground(xyz, labels, ground, float(split["cell"]))
+    ground = cmap.index(rules["ground_class"])
+    if rules["building_min_height"] is not None:
+        labels = refine_buildings(xyz, labels, runner_up, cmap.index(rules["building_class"]),
+                                  rules["building_min_height"])
+    if np.isfinite(rules["ground_tolerance"]):
+        labels = refine_ground(xyz, labels, ground, cmap.index(rules["vegetation_class"]),
+                               float(rules["ground_tolerance"]), int(rules["ground_neighbours"]))
+    return labels, height_above_predicted_ground(xyz, labels, ground, float(rules["cell"]))
 
 
 def asprs_prediction(ck: Checkpoint, labels: np.ndarray, height: np.ndarray | None, split: dict | None) -> np.ndarray:
@@ -137,8 +157,8 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOpti
     seg = segment_points(ck, cloud, votes=opts.votes, device=opts.device, batch_points=opts.batch_points,
                          want_proba=opts.want_proba, progress=progress, bf16=opts.bf16)
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, opts.vegetation_heights, opts.ground_tolerance)
-    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels)
+    split = airborne_rules(ck, opts.vegetation_heights, opts.ground_tolerance, opts.building_min_height)
+    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up)
     summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": opts.votes}
     if output is not None:
         new = prediction_fields(cloud, ck, labels, seg.proba, opts.confidence, opts.proba,
@@ -183,14 +203,14 @@ def _segment_large(ck, src: str, output: str, fmt_out: str, opts: SegmentOptions
     from .chunked import segment_las_chunked
 
     cmap = class_map_of(ck)
-    split = vegetation_split(ck, opts.vegetation_heights, opts.ground_tolerance)
+    split = airborne_rules(ck, opts.vegetation_heights, opts.ground_tolerance, opts.building_min_height)
 
     def fields(chunk, labels, proba, height):
         return prediction_fields(chunk, ck, labels, proba, opts.confidence, opts.proba, opts.as_classification,
                                  fmt_out, height, split)
 
-    def refine(xyz, labels):  # per tile, from the tile's own predictions (margin included)
-        return refine_and_split(ck, split, xyz, labels)
+    def refine(xyz, labels, runner_up):  # per tile, from the tile's own predictions (margin included)
+        return refine_and_split(ck, split, xyz, labels, runner_up)
 
     def truth(chunk):
         if opts.eval_field not in chunk.fields:

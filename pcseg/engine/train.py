@@ -33,7 +33,7 @@ from .infer import vote_logits
 from .metrics import confusion_matrix, scores
 from .presets import PRESETS
 from .runtime import resolve_device
-from .vegetation import default_split
+from .vegetation import default_building_test, default_split
 
 AUGMENTATIONS = {
     "sala-s3dis": Augmentation.sala_s3dis,
@@ -338,6 +338,7 @@ class Trainer:
                          "command": reproduce_command(cfg), "config": config},
             "metrics": metrics or {},
             **({"vegetation_split": split} if (split := default_split(self.class_map.names)) else {}),
+            **({"building_test": test} if (test := default_building_test(self.class_map.names)) else {}),
             # a model that saw colourless spheres reads clouds without colour (pcseg.data.features)
             **({"color_drop": self.augmentation.color_drop}
                if "rgb" in cfg.features and self.augmentation.color_drop > 0 else {}),
