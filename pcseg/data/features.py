@@ -160,12 +160,12 @@ class FeatureStats:
 
 def height_above_ground_feature(xyz: np.ndarray) -> np.ndarray:
     """(N, 2) float32 ``hag`` channel of a cloud (see the module docstring)."""
-    from ..geometry.ground import opening_surface
+    from ..geometry.ground import opening_surfaces
 
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     if not len(xyz):
         return np.zeros((0, len(HAG_WINDOWS)), np.float32)
-    h = np.stack([opening_surface(xyz, HAG_CELL, w).height(xyz) for w in HAG_WINDOWS], axis=1) / HAG_UNIT
+    h = np.stack([s.height(xyz) for s in opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS)], axis=1) / HAG_UNIT
     return np.clip(h, *HAG_RANGE).astype(np.float32)
 
 

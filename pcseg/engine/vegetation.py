@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.features import HAG_CELL, HAG_WINDOWS
-from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height, opening_surface,
+from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height, opening_surfaces,
                                points_surface, vegetation_codes)
 
 SURFACE_CELL = 1.0
@@ -65,7 +65,7 @@ def refine_buildings(xyz: np.ndarray, labels: np.ndarray, runner_up: np.ndarray,
         return labels
     # both estimates are computed over the whole cloud: the openings need the neighbourhood, not just the roofs
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    height = np.max([opening_surface(xyz, HAG_CELL, w).height(xyz[building]) for w in HAG_WINDOWS], axis=0)
+    height = np.max([s.height(xyz[building]) for s in opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS)], axis=0)
     low = building[height < min_height]
     labels[low] = np.asarray(runner_up)[low]
     return labels

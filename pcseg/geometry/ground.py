@@ -107,6 +107,12 @@ def _drop_low_outliers(z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def opening_surface(xyz: np.ndarray, cell: float = 1.0, window: float = 30.0) -> Surface:
     """Label-free ground estimate: per-cell minimum, low outliers dropped, nearest fill, grey opening with a
     ``window`` (metres) square (see the module docstring). ``xyz``: (N, 3), N >= 1."""
+    return opening_surfaces(xyz, cell, (window,))[0]
+
+
+def opening_surfaces(xyz: np.ndarray, cell: float, windows) -> list[Surface]:
+    """:func:`opening_surface` for several windows: the cell minima (with low outliers dropped, the costly part)
+    are computed once and opened with each window."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     if not len(xyz):
         raise ValueError("a ground surface needs at least one point")
@@ -114,16 +120,19 @@ def opening_surface(xyz: np.ndarray, cell: float = 1.0, window: float = 30.0) ->
     z = np.full(shape[0] * shape[1], np.inf)
     np.minimum.at(z, flat, xyz[:, 2])
     z = _fill_nearest(_drop_low_outliers(z, shape).reshape(shape))
-    size = max(1, int(round(window / cell)) | 1)  # odd number of cells
-    # Near the raster's border the window runs out of data. Padding by point reflection about the border
-    # (z(b + t) = 2 z(b) - z(b - t)) continues a plane exactly, so sloped terrain stays right up to the edge;
-    # padding with the edge value would bend the surface down by up to slope * window / 2 there.
-    pad = size // 2
-    padded = np.pad(z, pad, mode="reflect", reflect_type="odd") if pad and min(z.shape) > 1 else z
-    opened = ndimage.grey_opening(padded, size=(size, size), mode="nearest")
-    if padded is not z:
-        opened = opened[pad:-pad, pad:-pad]
-    return Surface(lo, cell, opened)
+    out = []
+    for window in windows:
+        size = max(1, int(round(window / cell)) | 1)  # odd number of cells
+        # Near the raster's border the window runs out of data. Padding by point reflection about the border
+        # (z(b + t) = 2 z(b) - z(b - t)) continues a plane exactly, so sloped terrain stays right up to the edge;
+        # padding with the edge value would bend the surface down by up to slope * window / 2 there.
+        pad = size // 2
+        padded = np.pad(z, pad, mode="reflect", reflect_type="odd") if pad and min(z.shape) > 1 else z
+        opened = ndimage.grey_opening(padded, size=(size, size), mode="nearest")
+        if padded is not z:
+            opened = opened[pad:-pad, pad:-pad]
+        out.append(Surface(lo, cell, opened))
+    return out
 
 
 def points_surface(ground_xyz: np.ndarray, cell: float, lo: np.ndarray, hi: np.ndarray) -> Surface:
