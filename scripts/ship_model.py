@@ -45,8 +45,9 @@ def main() -> int:
     ck = load_checkpoint(args.checkpoint)
     card = {k: v for k, v in ck.card.items() if k not in ("format", "version")}
     names = card["classes"]["names"]
-    if "vegetation_split" not in card and default_split(names):
-        card["vegetation_split"] = default_split(names)
+    if default_split(names):  # the rule's current keys (ground test) over a card written before them
+        card["vegetation_split"] = {**default_split(names), **{k: v for k, v in card.get("vegetation_split", {}).items()
+                                                               if k != "source"}}
     if "building_test" not in card and default_building_test(names):
         card["building_test"] = default_building_test(names)
     card["trained_on"] = [portable_path(p) for p in card.get("trained_on", [])]
