@@ -136,6 +136,26 @@ def test_resume_continues_exactly(tiles, tmp_path):
     assert np.allclose(la, lb, atol=1e-5)
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(tiles, tmp_path):
+    base = Trainer(tiny(data=tiles, max_steps=3), tmp_path / "base")
+    base.train()
+    start = str(tmp_path / "base" / "last.safetensors")
+    tuned = Trainer(tiny(data=tiles, max_steps=1, init=start), tmp_path / "tuned")
+    before = load_checkpoint(start).model.state_dict()
+    for k, v in tuned.model.state_dict().items():            # the run starts from the checkpoint's weights
+        assert torch.equal(before[k], v.cpu()), k
+    fresh = Trainer(tiny(data=tiles, max_steps=1), tmp_path / "fresh")
+    assert not all(torch.equal(before[k], v.cpu()) for k, v in fresh.model.state_dict().items())
+    tuned.train()
+    card = load_checkpoint(tmp_path / "tuned" / "last.safetensors").card
+    assert "init=" in card["training"]["command"] and not os.path.isabs(card["training"]["config"]["init"])
+    with pytest.raises(UsageError, match="does not match"):      # another width: not this run's network
+        Trainer(tiny(data=tiles, max_steps=1, init=start, model_options={"width": 12, "groups": 2}), tmp_path / "w")
+    with pytest.raises(UsageError, match="classes"):            # another class set
+        Trainer(tiny(data=tiles, max_steps=1, init=start, class_map="als", features=["one", "intensity", "z"]),
+                tmp_path / "c")
+
+
 def test_refuses_to_clobber_a_run_without_resume(tiles, tmp_path):
     from pcseg.errors import BadInputError, UsageError
 

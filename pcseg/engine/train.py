@@ -64,6 +64,7 @@ class TrainConfig:
     per_cloud: bool = False  # draw each sphere's cloud uniformly first (see SphereSampler)
     synthetic_share: float | None = None  # share of spheres in synthetic rooms, the rest in real clouds (None: alike)
     class_weights: str | None = None  # None | "inverse-sqrt" (weights from training label frequencies)
+    init: str | None = None  # start from this model's weights (shipped name or checkpoint): fine-tuning
     optimizer: str = "sgd"
     lr: float = 1e-2
     momentum: float = 0.98
@@ -175,6 +176,8 @@ def reproduce_command(cfg: TrainConfig) -> str:
     for key, value in dataclasses.asdict(cfg).items():
         if key in skip or value == base.get(key, defaults.get(key)):
             continue
+        if key == "init":
+            value = portable_path(value)
         parts.append(f"{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -228,6 +231,24 @@ class Trainer:
         if resume:
             self._resume()
 
+    def _load_init(self, model: torch.nn.Module, init: str) -> None:
+        """Fine-tuning: the weights of ``init`` (a shipped model or a checkpoint of the same network, classes and
+        input channels), checked shape by shape."""
+        from ..models import zoo
+
+        ck = zoo.load(init, "cpu")
+        names = ck.card.get("classes", {}).get("names")
+        if names is not None and list(names) != list(self.class_map.names):
+            raise UsageError(f"init={init}: its classes ({', '.join(names)}) are not those of the training data "
+                             f"({', '.join(self.class_map.names)}); fine-tuning keeps the class set")
+        theirs, ours = ck.model.state_dict(), model.state_dict()
+        wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if wrong or len(theirs) != len(ours):
+            raise UsageError(f"init={init}: a {ck.card.get('model')} network that does not match this run's "
+                             f"{self.cfg.model} ({len(wrong)} tensors differ, first {wrong[:1]}); use the preset "
+                             f"and features it was trained with")
+        model.load_state_dict(theirs)
+
     # data
     def _prepare_data(self) -> None:
         cfg = self.cfg
@@ -256,6 +277,8 @@ class Trainer:
         in_features = self.train_clouds[0].features.shape[1]
         model = build(cfg.model, num_classes=self.class_map.num_classes, in_features=in_features,
                       dl0=cfg.dl0, **cfg.model_options)
+        if cfg.init:
+            self._load_init(model, cfg.init)
         aug = AUGMENTATIONS.get(cfg.augmentation)
         if aug is None:
             raise UsageError(f"unknown augmentation {cfg.augmentation!r}; known: {', '.join(AUGMENTATIONS)}")
@@ -329,6 +352,8 @@ class Trainer:
         config["data"], config["val"] = [portable_path(p) for p in cfg.data], [portable_path(p) for p in cfg.val]
         if config.get("cache_dir"):
             config["cache_dir"] = None  # a folder of the machine it was trained on
+        if config.get("init"):
+            config["init"] = portable_path(config["init"])
         return {
             "model": cfg.model, "task": "segment", "classes": self.class_map.to_dict(), "features": list(cfg.features),
             "dl0": cfg.dl0, "sphere_radius": cfg.sphere_radius, "neighbor_limits": list(self.spec.neighbor_limits or []),
