@@ -33,8 +33,8 @@ def airborne_rules(ck: Checkpoint, heights: tuple[float, float] | None = None, g
     """The model's height rules (:mod:`pcseg.engine.vegetation`) as one dict: the card's ``vegetation_split``
     (thresholds replaced by ``heights``, the ground test's tolerance by ``ground_tolerance``) plus
     ``building_min_height`` from its ``building_test`` (``inf`` turns either test off; the rules hold None for
-    a building test that is off). None for a model
-    without a vegetation split (which then takes none of these options)."""
+    a building test that is off). None for a model without a vegetation split, which takes none of these
+    options."""
     split = ck.card.get("vegetation_split")
     if split is None:
         for given, option in ((heights, "--vegetation-heights"), (ground_tolerance, "--ground-tolerance"),
