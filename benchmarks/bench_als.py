@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from pcseg.data.classmaps import builtin_class_map  # noqa: E402
 from pcseg.engine.infer import segment_points  # noqa: E402
 from pcseg.engine.metrics import confusion_matrix, scores  # noqa: E402
+from pcseg.engine.options import metres_or_off  # noqa: E402
 from pcseg.engine.segment import airborne_rules, asprs_prediction, class_map_of, refine_and_split  # noqa: E402
 from pcseg.io import read  # noqa: E402
 from pcseg.models import zoo  # noqa: E402
@@ -68,8 +69,8 @@ def main() -> int:
     # vegetation of an asprs-class model count as vegetation), so that models of either class set compare.
     als, asprs = builtin_class_map("als"), builtin_class_map("asprs")
     names = als.names
-    split = airborne_rules(ck, ground_tolerance=metres_or_off(args.ground_tolerance),
-                           building_min_height=metres_or_off(args.building_min_height))
+    split = airborne_rules(ck, ground_tolerance=metres_or_off(args.ground_tolerance, "--ground-tolerance"),
+                           building_min_height=metres_or_off(args.building_min_height, "--building-min-height"))
     g = names.index("ground")
     pooled = np.zeros((len(names), len(names)), np.int64)
     ground_pooled = np.zeros((2, 2), np.int64)
@@ -134,10 +135,6 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
-
-
-def metres_or_off(value: str | None) -> float | None:
-    return None if value is None else float("inf") if value == "off" else float(value)
 
 
 def fmt(v) -> str:

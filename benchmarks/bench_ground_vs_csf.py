@@ -11,8 +11,9 @@ the rates), it reports:
 - type I error: ground called non-ground / true ground points,
 - type II error: non-ground called ground / true non-ground points,
 - ground IoU: TP / (TP + FN + FP) for the ground class,
-- seconds: wall time of the method alone (pcseg: ``segment_points`` and the tests, incl. its grid subsampling; CSF and SMRF:
-  the filter call incl. handing the points over), not reading the file or loading the model.
+- seconds: wall time of the method alone (pcseg: ``segment_points``, incl. its grid subsampling, and the
+  tests; CSF and SMRF: the filter call incl. handing the points over), not reading the file or loading the
+  model.
 
 Why: a learned segmenter should at least match a standard, parameter-light ground filter on ground / non-ground
 before its ground class is worth using for DTMs; this gives a fair, rerunnable comparison on files pcseg never

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -143,16 +142,6 @@ def _worker_init_loaded(model: str, device: str) -> None:
     _worker["ck"] = zoo.load(model, device)
 
 
-def _metres_or_off(value: str | None, option: str) -> float | None:
-    """A height option: None (the card's), a number of metres, or 'off' (inf)."""
-    if value is None:
-        return None
-    try:
-        return math.inf if value.strip().lower() == "off" else float(value)
-    except ValueError:
-        raise UsageError(f"{option} takes a height in metres or 'off', not {value!r}") from None
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def segment(
@@ -215,8 +204,10 @@ def register(app: typer.Typer) -> None:
                 heights = ()
             if len(heights) != 2:
                 raise UsageError(f"--vegetation-heights takes two numbers LOW,MEDIUM, not {vegetation_heights!r}")
-        tolerance = _metres_or_off(ground_tolerance, "--ground-tolerance")
-        min_height = _metres_or_off(building_min_height, "--building-min-height")
+        from ..engine.options import metres_or_off
+
+        tolerance = metres_or_off(ground_tolerance, "--ground-tolerance")
+        min_height = metres_or_off(building_min_height, "--building-min-height")
         files = _expand_inputs(inputs)
         many = len(files) > 1
         if output is not None and many:

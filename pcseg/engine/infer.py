@@ -159,5 +159,5 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     top, second = top_two(mean_logits)
     labels, runner_up = top[sub.inverse], second[sub.inverse]
     proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None
-    return Segmentation(labels=labels, runner_up=runner_up, proba=proba, sub_points=len(sub.points), regions=n_regions, passes=passes,
-                        seconds=time.perf_counter() - t0)
+    return Segmentation(labels=labels, runner_up=runner_up, proba=proba, sub_points=len(sub.points),
+                        regions=n_regions, passes=passes, seconds=time.perf_counter() - t0)

@@ -6,7 +6,10 @@ and one read where it is used.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,13 @@ class SegmentOptions:
     @property
     def want_proba(self) -> bool:
         return self.confidence or self.proba
+
+
+def metres_or_off(value: str | None, option: str) -> float | None:
+    """A height setting as given on the command line: None (the card's), a number of metres, or 'off' (inf)."""
+    if value is None:
+        return None
+    try:
+        return math.inf if value.strip().lower() == "off" else float(value)
+    except ValueError:
+        raise UsageError(f"{option} takes a height in metres or 'off', not {value!r}") from None

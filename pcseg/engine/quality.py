@@ -55,7 +55,8 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
         if reader.names != cmap.names:
             raise UsageError(f"class map {map_name} does not have the model's classes")
         seg = segment_points(ck, cloud, votes=votes)
-        labels = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up)[0]  # the labels `pcseg segment` writes
+        # the labels `pcseg segment` writes: the airborne height tests included
+        labels = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up)[0]
         cm = confusion_matrix(labels, reader.encode(cloud.fields[field]), cmap.num_classes)
         pooled += cm
         total_seconds += seg.seconds
