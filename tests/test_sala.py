@@ -11,7 +11,7 @@ from pcseg.errors import UsageError
 from pcseg.geometry import grid_subsample, radius_neighbors
 from pcseg.models import count_macs
 from pcseg.nn import SALA
-from pcseg.nn.gather import ragged_buckets
+from pcseg.nn.gather import reals_first
 
 
 def fragment(shared_data):
@@ -167,12 +167,15 @@ def test_gradients_reach_every_parameter_and_stay_finite(reduction):
 
 
 def test_macs_are_counted_on_the_matmuls():
-    """count_macs sees MLP_p, MLP_sa and both halves of W_g (Eq. 7 split): N*Cin*S*C + M*H*(3d + dS + dSC)."""
+    """count_macs sees MLP_p, MLP_sa and both halves of W_g (Eq. 7 split): N*Cin*S*C + P*(3d + dS + dSC), with P
+    the real (query, neighbour) pairs: inference computes nothing for a shadow."""
     layer = SALA(10, 12, groups=2)
     n, m, k, d = 40, 15, 9, layer.pos_channels
     s, f = torch.rand(n, 3), torch.rand(n, 10)
     nbs = torch.randint(0, n + 1, (m, k))
-    expected = n * 10 * 2 * 12 + m * k * (3 * d + d * 2 + d * 2 * 12)
+    pairs = int((nbs < n).sum())
+    assert pairs < m * k
+    expected = n * 10 * 2 * 12 + pairs * (3 * d + d * 2 + d * 2 * 12)
     assert count_macs(layer, s[:m], s, nbs, f) == expected
 
 
@@ -195,49 +198,70 @@ def test_cuda_matches_cpu():
 
 
 @pytest.mark.parametrize("reduction", ["max", "sum"])
-def test_ragged_groups_give_the_direct_loop(shared_data, monkeypatch, reduction):
-    """Inference on ragged neighbourhoods runs row groups trimmed to their own width (sparse clouds); forced here
-    on the real fragment, it must still give Eq. 4-9 written out."""
-    import pcseg.nn.sala as sala_module
+def test_slot_blocks_give_the_direct_loop_on_shuffled_ragged_rows(shared_data, monkeypatch, reduction):
+    """Inference runs the queries sorted by their number of real neighbours, in blocks, slot by slot. Forced
+    into many small blocks, with the shadows of every row moved in front of its real neighbours and a query
+    that has no real neighbour at all, it must still give Eq. 4-9 written out (0 for the empty query)."""
+    import pcseg.nn.gather as gather_module
 
-    calls = []
-
-    def always(neighbors, n):
-        groups = ragged_buckets(neighbors, n, min_rows=1, min_saving=0.0)
-        calls.append(groups)
-        return groups
-
-    monkeypatch.setattr(sala_module, "ragged_buckets", always)
+    monkeypatch.setattr(gather_module, "SLOT_BLOCK_VALUES", 1)
+    monkeypatch.setattr(gather_module, "MIN_SLOT_BLOCK", 7)
     torch.manual_seed(0)
     layer = SALA(3, 5, groups=2, reduction=reduction).double()
     q, s, nbs, f = real_inputs(shared_data, strided=False, limit=20)
+    n = len(s)
+    nbs = nbs.flip(1).clone()           # shadows first: not the order the radius search gives
+    nbs[3] = n                          # a query without any real neighbour
+    counts = (nbs < n).sum(dim=1)
+    assert counts.min() == 0 and len(set(counts.tolist())) > 5 and len(q) > 7
     with torch.no_grad():
-        torch.testing.assert_close(layer(q, s, nbs, f), direct_sala(layer, q, s, nbs, f), rtol=1e-10, atol=1e-10)
-    assert calls and len(calls[0]) > 1  # more than one group was run
+        got = layer(q, s, nbs, f)
+        torch.testing.assert_close(got, direct_sala(layer, q, s, nbs, f), rtol=1e-10, atol=1e-10)
+    assert not got[3].any()
 
 
-def test_ragged_buckets_cover_every_row_once_within_its_width():
-    rng = np.random.default_rng(0)
-    m, h, n = 10_000, 40, 50_000
-    counts = np.minimum(rng.geometric(0.15, m), h)          # mostly small, a few at the cap
-    nbs = np.full((m, h), n)
-    for i, c in enumerate(counts):
-        nbs[i, :c] = rng.integers(0, n, c)
-    groups = ragged_buckets(torch.as_tensor(nbs), n)
-    rows = torch.cat([r for r, _ in groups]).sort().values
-    assert torch.equal(rows, torch.arange(m))
-    for r, width in groups:
-        assert (torch.as_tensor(counts)[r] <= width).all()
-    assert sum(len(r) * w for r, w in groups) < 0.7 * m * h
-    dense = np.tile(np.arange(h), (m, 1))                    # every row full: nothing to gain
-    assert ragged_buckets(torch.as_tensor(dense), n) is None
+def test_reals_first_keeps_the_order_of_real_neighbours():
+    n = 9
+    nbs = torch.tensor([[3, 9, 1, 9, 2], [9, 9, 9, 9, 9], [0, 1, 2, 3, 4], [9, 8, 9, 7, 9]])
+    assert torch.equal(reals_first(nbs, n), torch.tensor([[3, 1, 2, 9, 9], [9, 9, 9, 9, 9], [0, 1, 2, 3, 4],
+                                                          [8, 7, 9, 9, 9]]))
+    ordered = torch.tensor([[1, 2, 9], [4, 9, 9]])
+    assert reals_first(ordered, n) is ordered   # the radius search's order is used as it is
 
 
-def test_first_max_slot_is_max_indices_ties_included():
-    from pcseg.nn.gather import first_max_slot_
+def test_training_winners_are_the_first_maximum_on_ties():
+    """With duplicated support points every maximum is tied; the slot search must pick the first slot, as
+    ``max(dim).indices`` does, so that the selected gradient goes to one neighbour, the first."""
+    torch.manual_seed(3)
+    layer = SALA(2, 3, groups=2).double()
+    s = torch.rand(4, 3, dtype=torch.float64)
+    s = torch.cat([s, s])                       # support j and j + 4 are the same point with the same feature
+    f = torch.rand(4, 2, dtype=torch.float64)
+    f = torch.cat([f, f]).requires_grad_(True)
+    nbs = torch.tensor([[0, 4, 1, 5], [2, 6, 8, 8]])
+    layer(s[:2], s, nbs, f).sum().backward()
+    assert f.grad[4:].abs().sum() == 0 and f.grad[:4].abs().sum() > 0
 
+
+def test_slot_max_is_amax_and_its_winners_are_max_indices_ties_included(monkeypatch):
+    """The slot-by-slot max (many small blocks forced) equals amax over the real neighbours, and its winner
+    slots are those of ``max(dim).indices``, the first on ties, for rows with shadows and an empty row."""
+    import pcseg.nn.gather as gather_module
+    from pcseg.nn.gather import slot_max
+
+    monkeypatch.setattr(gather_module, "SLOT_BLOCK_VALUES", 1)
+    monkeypatch.setattr(gather_module, "MIN_SLOT_BLOCK", 5)
     gen = torch.Generator().manual_seed(0)
-    values = torch.randint(0, 4, (3, 5, 7, 11), generator=gen).float()   # many ties
-    values[0, 0, :, 0] = float("-inf")                                    # an all-shadow column
-    for dim in (1, 2):
-        assert torch.equal(first_max_slot_(values.clone(), dim), values.max(dim=dim).indices)
+    n, m, h, c = 30, 41, 9, 6
+    features = torch.randint(0, 4, (n, c), generator=gen).float()      # many ties
+    counts = torch.randint(0, h + 1, (m,), generator=gen)
+    counts[0] = 0
+    neighbors = torch.randint(0, n, (m, h), generator=gen)
+    neighbors[torch.arange(h)[None, :] >= counts[:, None]] = n         # shadows after the real neighbours
+    pooled, winner = slot_max(features, neighbors, want_winner=True)
+    padded = torch.cat([features, torch.full((1, c), float("-inf"))])
+    gathered = padded[neighbors]                                        # (M, H, C)
+    expected = gathered.max(dim=1)
+    real = counts > 0
+    assert torch.equal(pooled[real], expected.values[real]) and not pooled[~real].any()
+    assert torch.equal(winner[real].long(), expected.indices[real])

@@ -14,10 +14,18 @@ torch 2.13) decide how:
   autograd: the backward is one ``index_add_`` of M x C values. The forward values are identical; the gradient
   differs from ``amax``'s only on exact ties (``amax`` splits it, we give it to one winner), which is the
   subgradient ``torch.max`` uses too.
+- Reductions over neighbours (the max here, SALA's Eq. 8) run slot by slot on blocks of queries
+  (:func:`slot_blocks`) rather than on the gathered (M, H, C) tensor, which is far larger than the cache.
 """
 from __future__ import annotations
 
 import torch
+
+
+def tracing() -> bool:
+    """True while torch.compile or torch.export traces the network: data-dependent loops (the slot blocks) are
+    then replaced by their whole-tensor forms."""
+    return any(getattr(torch.compiler, f, lambda: False)() for f in ("is_compiling", "is_exporting"))
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -25,16 +33,73 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 
 
-def first_max_slot_(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """Index along ``dim`` of the maximum of ``values``, the first one on ties (what ``max(dim).indices``
-    gives), found as ``amax`` and then the first slot equal to it (an ``amax`` over reversed slot numbers).
-    On a CPU ``max`` with indices ran 7x slower than ``amax`` over the same tensor (2 x 36 x 26 x 15k: 150 vs
-    19 ms), ``argmax`` slower still. Overwrites ``values`` (no autograd)."""
-    k = values.shape[dim]
-    shape = [1] * values.dim()
-    shape[dim] = k
-    slots = torch.arange(k - 1, -1, -1, dtype=values.dtype, device=values.device).view(shape)
-    return (k - 1) - values.eq_(values.amax(dim=dim, keepdim=True)).mul_(slots).amax(dim=dim).long()
+SLOT_BLOCK_VALUES = 1 << 19
+"""A block of a slot-by-slot reduction (:func:`slot_blocks`) holds about this many values per slot: 2 MB in
+float32, a slab that stays in the CPU's cache ..."""
+MIN_SLOT_BLOCK = 256
+"""... and at least this many queries, since each block and slot costs a few torch calls from Python."""
+
+
+def block_rows(channels: int) -> int:
+    """Queries per block of a slot-by-slot reduction over ``channels`` values per query."""
+    return max(MIN_SLOT_BLOCK, SLOT_BLOCK_VALUES // max(1, channels))
+
+
+def slot_blocks(neighbors: torch.Tensor, n: int, channels: int):
+    """Blocks of queries for reductions run neighbour slot by neighbour slot instead of on the whole
+    (M, H, channels) tensor. ``neighbors`` (M, H) holds its real entries before its shadows (:func:`reals_first`).
+
+    Yields ``(rows, block_neighbors, ends)``: the block's query rows, their neighbour rows, and for every slot j
+    how many of the block's queries have more than j real neighbours. The queries are sorted by their number of
+    real neighbours, largest first, so those are a prefix: slot j runs on ``block_neighbors[:ends[j], j]`` and
+    no shadow is ever touched. Queries without any real neighbour are in no block.
+
+    Why: a reduction over the whole gathered tensor writes and rereads (M, H, C) values, far more than the
+    cache holds; slot by slot, each step holds one (block, C) slab. On the sparse 0.1 pts/m2 tile (most
+    queries have a few real neighbours among H) it also skips the padding.
+    """
+    counts, order = torch.sort((neighbors < n).sum(dim=1), descending=True, stable=True)
+    active = int((counts > 0).sum())
+    block = block_rows(channels)
+    for start in range(0, active, block):
+        rows = order[start:min(start + block, active)]
+        block_counts = counts[start:start + len(rows)]
+        slots = torch.arange(int(block_counts[0]), device=neighbors.device)
+        ends = (block_counts[None, :] > slots[:, None]).sum(dim=1).tolist()
+        yield rows, neighbors.index_select(0, rows), ends
+
+
+def slot_max(features: torch.Tensor, neighbors: torch.Tensor, want_winner: bool = False):
+    """Channel-wise max of ``features`` (N, C) over the real neighbours of each row of ``neighbors`` (M, H)
+    (shadow index N, real entries first), without autograd: ((M, C) maxima, 0 for a query without real
+    neighbours; (M, C) neighbour slot of every maximum, the first on ties as ``max(dim).indices`` gives it, or
+    None). Slots are uint8 up to 256 neighbours."""
+    n, c = features.shape
+    m, h = neighbors.shape
+    slot_type = torch.uint8 if h <= 256 else torch.int64
+    with torch.no_grad():
+        pooled = features.new_zeros((m, c))
+        winner = torch.zeros((m, c), dtype=slot_type, device=features.device) if want_winner else None
+        for rows, nbs, ends in slot_blocks(neighbors, n, c):
+            acc = features.index_select(0, nbs[:, 0])
+            won = torch.zeros(acc.shape, dtype=slot_type, device=features.device) if want_winner else None
+            for j in range(1, len(ends)):  # loop over neighbour slots, not points
+                e = ends[j]
+                y = features.index_select(0, nbs[:e, j])
+                if want_winner:
+                    mark_winners_(won[:e], y, acc[:e], j)
+                torch.maximum(acc[:e], y, out=acc[:e])
+            pooled.index_copy_(0, rows, acc)
+            if want_winner:
+                winner.index_copy_(0, rows, won)
+    return pooled, winner
+
+
+def mark_winners_(won: torch.Tensor, y: torch.Tensor, acc: torch.Tensor, slot: int) -> None:
+    """Record ``slot`` in ``won`` where ``y`` beats the running maximum ``acc`` (strictly: the first slot keeps
+    ties). Slots are visited in increasing order, so the winner is max(won, slot * [y > acc]); on a CPU that is
+    about 50x faster than ``masked_fill_`` with the boolean mask (0.04 vs 2.5 ms on 15k x 36 uint8)."""
+    torch.maximum(won, (y > acc).to(won.dtype).mul_(slot), out=won)
 
 
 def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
@@ -43,44 +108,30 @@ def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.
     A query whose neighbours are all shadows gets 0.
     """
     n, c = features.shape
-    padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
-    if not (torch.is_grad_enabled() and features.requires_grad):
-        pooled = gather_rows(padded, neighbors).amax(dim=1)  # no backward: the plain reduction is ~10x faster
+    if tracing():
+        padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
+        pooled = gather_rows(padded, neighbors).amax(dim=1)
         return pooled.masked_fill(pooled == float("-inf"), 0.0)
-    with torch.no_grad():
-        winner = first_max_slot_(gather_rows(padded, neighbors), dim=1)            # (M, C) slot of the max
-        source = neighbors.gather(1, winner)                                       # (M, C) row of the max
-        empty = source >= n                                                        # all-shadow queries
-        source = source.masked_fill(empty, 0)
+    neighbors = reals_first(neighbors, n)
+    training = torch.is_grad_enabled() and features.requires_grad
+    pooled, winner = slot_max(features.detach(), neighbors, want_winner=training)
+    if not training:
+        return pooled
+    source = neighbors.gather(1, winner.long())                                    # (M, C) row of the max
+    empty = source >= n                                                            # all-shadow queries
+    source = source.masked_fill(empty, 0)
     # features[source[i, c], c] for every (i, c): one flat gather, differentiable (index_add_ backward).
     flat = (source * c + torch.arange(c, device=features.device)).reshape(-1)
     pooled = features.reshape(-1).index_select(0, flat).view(-1, c)
     return pooled.masked_fill(empty, 0.0)
 
 
-def ragged_buckets(neighbors: torch.Tensor, n: int, min_rows: int = 4096,
-                   min_saving: float = 0.3) -> list[tuple[torch.Tensor, int]] | None:
-    """Rows of a distance-sorted neighbour matrix (M, H) (shadow index ``n`` after the real neighbours) grouped
-    by their number of real neighbours, for layers that can run group by group: ``[(rows, width), ...]`` where
-    every row of a group has at most ``width`` real neighbours. Three groups, cut at the median and the 80th
-    percentile of the counts. None when that saves less than ``min_saving`` of the M x H pairs or M <
-    ``min_rows``: dense clouds have neighbourhoods near the cap and are best run at once.
-
-    On a 0.1 pts/m2 airborne tile the deep layers keep nearly every point and the counts spread from 1 to the
-    cap (layer 3: mean 10, cap 36), so one matrix padded to the widest row moved mostly shadows.
-    """
-    m, h = neighbors.shape
-    if m < min_rows or h < 4:
-        return None
-    counts, order = torch.sort((neighbors < n).sum(dim=1))
-    cuts = sorted({int(counts[m // 2]), int(counts[(4 * m) // 5]), int(counts[-1])})
-    groups, start, cost = [], 0, 0
-    for width in cuts:
-        end = int(torch.searchsorted(counts, torch.tensor(width, dtype=counts.dtype), right=True))
-        if end > start:
-            groups.append((order[start:end], max(width, 1)))
-            cost += (end - start) * max(width, 1)
-            start = end
-    if cost > (1.0 - min_saving) * m * h:
-        return None
-    return groups
+def reals_first(neighbors: torch.Tensor, n: int) -> torch.Tensor:
+    """``neighbors`` (M, H) with the real entries of every row (index < ``n``) before its shadows (index ``n``),
+    in their order. The radius searches here already return rows that way (distance-sorted, shadows last); then
+    the matrix is returned as it is."""
+    valid = neighbors < n
+    if neighbors.shape[1] < 2 or not (valid[:, 1:] & ~valid[:, :-1]).any():
+        return neighbors
+    order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices
+    return neighbors.gather(1, order)
