@@ -113,18 +113,22 @@ class SALA(nn.Module):
         h = self._assign_columns(r.reshape(-1, r.shape[-1]).t())
         return h.t().reshape(r.shape[:-1] + (self.groups,))
 
-    def _assign_columns(self, r: torch.Tensor) -> torch.Tensor:
-        """(S, P) memberships of the (pos, P) columns ``r``: :meth:`assign` in the forward's layout."""
+    def _assign_columns(self, r: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
+        """(S, P) memberships of the (pos, P) columns ``r``: :meth:`assign` in the forward's layout. ``weights``:
+        MLP_sa's weight and bias already cast (:meth:`_slot_weights`), else the module's own."""
         if self.assignment == "none":
             return r.new_ones((self.groups, r.shape[1]))
+        w, b = (weights["sa_weight"], weights["sa_bias"]) if weights else (self.mlp_sa.weight, self.mlp_sa.bias)
         # MLP_sa as W r + b on columns, then the softmax over the S logits of each column (dim 0): the same
-        # numbers as softmax(MLP_sa(r_j)) row by row, in a layout where the reduction over S is fast.
-        h = torch.softmax(torch.addmm(self.mlp_sa.bias[:, None], self.mlp_sa.weight, r), dim=0)  # (5)
+        # numbers as softmax(MLP_sa(r_j)) row by row, in a layout where the reduction over S is fast. The softmax
+        # runs in float32 at least (what autocast does for bfloat16).
+        logits = torch.addmm(b[:, None], w, r)
+        h = torch.softmax(logits, dim=0, dtype=torch.promote_types(logits.dtype, torch.float32))  # (5)
         if self.assignment == "hard":
             # Table 3 "hard assignment": scores binarised at 0.5, as the paper states (no straight-through
             # estimator, so MLP_sa receives no gradient in this ablation).
             h = (h > 0.5).to(h.dtype)
-        return h
+        return h.to(r.dtype)
 
     def forward(self, query_points: torch.Tensor, support_points: torch.Tensor, neighbors: torch.Tensor,
                 features: torch.Tensor) -> torch.Tensor:
@@ -144,22 +148,33 @@ class SALA(nn.Module):
         per_group, _ = self._slot_reduce(query_points, support_points, neighbors, wf)  # (8): (M, S*C)
         return per_group.view(-1, self.groups, self.out_channels).sum(dim=1)  # (9)
 
+    def _slot_weights(self, dtype: torch.dtype) -> dict:
+        """The small weights the slot loop applies per pair, cast once to ``dtype`` (under bfloat16 autocast
+        each call would cast them again, for every slot of every block)."""
+        out = {}
+        if self.uses_r:
+            dense = self.mlp_p[0]
+            out.update(p_weight_t=dense.weight.t().to(dtype), p_bias=dense.bias.to(dtype))
+        if self.assignment != "none":
+            out.update(sa_weight=self.mlp_sa.weight.to(dtype), sa_bias=self.mlp_sa.bias.to(dtype))
+        if self.pos_encoding:
+            out.update(r_weight=self.weight_r.to(dtype))
+        return out
+
     def _pair_terms(self, query_points: torch.Tensor, support_points: torch.Tensor, column: torch.Tensor,
-                    wf: torch.Tensor) -> torch.Tensor:
+                    wf: torch.Tensor, weights: dict) -> torch.Tensor:
         """W_{j,g} f*_j = h(r_j, g) (W_g^f f_j + W_g^r r_j) (Eq. 4-7) for E (query, neighbour) pairs: the query
-        points (E, 3) and their neighbours' support rows ``column`` (E,), all real. Returns (E, S*C)."""
+        points (E, 3) and their neighbours' support rows ``column`` (E,), all real; computed in ``wf``'s dtype
+        with :meth:`_slot_weights` of that dtype. Returns (E, S*C)."""
         y = wf.index_select(0, column)  # W_g^f f_j
         if not self.uses_r:
             return y
-        rel = support_points.index_select(0, column) - query_points
-        dense = self.mlp_p[0]
-        r = torch.addmm(dense.bias, rel, dense.weight.t()).relu_()  # (4): r_j
+        rel = (support_points.index_select(0, column) - query_points).to(wf.dtype)
+        r = torch.addmm(weights["p_bias"], rel, weights["p_weight_t"]).relu_()  # (4): r_j
         if self.pos_encoding:
-            # + W_g^r r_j, written into y (a fresh gather) unless autocast must cast the product.
-            in_place = not torch.is_autocast_enabled(y.device.type)
-            y = torch.addmm(y, r, self.weight_r, out=y if in_place else None).to(wf.dtype)  # (7)
+            y = torch.addmm(y, r, weights["r_weight"], out=y)  # + W_g^r r_j, into the fresh gather (7)
         if self.assignment != "none":
-            h = self._assign_columns(r.t())  # (5): (S, E)
+            h = self._assign_columns(r.t(), weights)  # (5): (S, E)
             e = len(column)
             y = y.view(e, self.groups, self.out_channels).mul_(h.t()[:, :, None]).view(e, -1)  # (6)
         return y
@@ -178,6 +193,14 @@ class SALA(nn.Module):
         region of the sparse 0.1 pts/m2 tile in 0.71 s instead of 2.39 s, and of the dense example in 0.16 s
         instead of 0.30 s.
         """
+        device = wf.device.type
+        if torch.is_autocast_enabled(device):
+            # One dtype for the whole loop, the weights cast once: wf is already in autocast's dtype (its product
+            # ran under autocast). Coordinates stay as they are: relative positions are differences of large
+            # numbers, taken before the cast (bfloat16 keeps 8 bits: 1 in 256).
+            with torch.autocast(device, enabled=False):
+                return self._slot_reduce(query_points, support_points, neighbors, wf, want_winner)
+        weights = self._slot_weights(wf.dtype)
         m = neighbors.shape[0]
         n = support_points.shape[0]
         sc = self.groups * self.out_channels
@@ -187,11 +210,12 @@ class SALA(nn.Module):
         winner = torch.zeros((m, sc), dtype=slot_type, device=wf.device) if want_winner else None
         for rows, nbs, ends in slot_blocks(neighbors, n, sc):
             queries = query_points.index_select(0, rows)
-            acc = self._pair_terms(queries, support_points, nbs[:, 0], wf)  # slot 0: every query of the block
+            # slot 0: every query of the block has it
+            acc = self._pair_terms(queries, support_points, nbs[:, 0], wf, weights)
             won = torch.zeros(acc.shape, dtype=slot_type, device=wf.device) if want_winner else None
             for j in range(1, len(ends)):  # loop over neighbour slots, not points
                 e = ends[j]
-                y = self._pair_terms(queries[:e], support_points, nbs[:e, j], wf)
+                y = self._pair_terms(queries[:e], support_points, nbs[:e, j], wf, weights)
                 if not use_max:
                     acc[:e] += y  # (10)
                     continue
