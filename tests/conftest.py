@@ -35,3 +35,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["slots", "whole"])
+def reduction_path(request, monkeypatch):
+    """Run a test with the slot-by-slot neighbour reductions forced (pcseg.nn.gather.SlotPlan), then with the
+    whole-tensor ones (what several threads pick for small layers): both must give the same numbers."""
+    from pcseg.nn.gather import SlotPlan
+
+    monkeypatch.setattr(SlotPlan, "pays", lambda self, channels, calls=4: request.param == "slots")
+    return request.param

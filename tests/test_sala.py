@@ -58,7 +58,7 @@ def direct_sala(layer: SALA, q, s, nbs, f) -> torch.Tensor:
 
 @pytest.mark.parametrize("reduction,assignment,pos_encoding",
                          list(itertools.product(["max", "sum"], ["soft", "hard", "none"], [True, False])))
-def test_vectorised_layer_matches_direct_loop(shared_data, reduction, assignment, pos_encoding):
+def test_vectorised_layer_matches_direct_loop(shared_data, reduction, assignment, pos_encoding, reduction_path):
     torch.manual_seed(0)
     layer = SALA(3, 5, groups=3, reduction=reduction, assignment=assignment, pos_encoding=pos_encoding).double()
     for strided in (False, True):
@@ -86,7 +86,7 @@ def test_one_group_is_a_pointwise_mlp_with_max(shared_data):
 
 
 @pytest.mark.parametrize("assignment", ["soft", "none"])
-def test_shadow_neighbours_never_win_the_max(assignment):
+def test_shadow_neighbours_never_win_the_max(assignment, reduction_path):
     torch.manual_seed(2)
     layer = SALA(4, 6, groups=2, assignment=assignment)
     with torch.no_grad():  # every real W_g f*_j negative: a zero (or any padded) shadow value would win
@@ -131,7 +131,7 @@ def test_assignment_variants():
 
 
 @pytest.mark.parametrize("assignment,pos_encoding", [("soft", True), ("hard", True), ("none", False)])
-def test_training_gradients_match_the_direct_loop(shared_data, assignment, pos_encoding):
+def test_training_gradients_match_the_direct_loop(shared_data, assignment, pos_encoding, reduction_path):
     """The MAX path used in training (winners found without autograd, only they recomputed) gives the
     gradients of autograd through the direct loop of Eq. 4-9, for the features and every parameter."""
     torch.manual_seed(1)
@@ -168,13 +168,14 @@ def test_gradients_reach_every_parameter_and_stay_finite(reduction):
 
 def test_macs_are_counted_on_the_matmuls():
     """count_macs sees MLP_p, MLP_sa and both halves of W_g (Eq. 7 split): N*Cin*S*C + P*(3d + dS + dSC), with P
-    the real (query, neighbour) pairs: inference computes nothing for a shadow."""
+    the real (query, neighbour) pairs: counted on one thread, where the slot loop runs, which computes nothing
+    for a shadow, whatever the thread count outside."""
     layer = SALA(10, 12, groups=2)
     n, m, k, d = 40, 15, 9, layer.pos_channels
     s, f = torch.rand(n, 3), torch.rand(n, 10)
-    nbs = torch.randint(0, n + 1, (m, k))
-    pairs = int((nbs < n).sum())
-    assert pairs < m * k
+    nbs = torch.randint(0, n, (m, k))
+    nbs[:, 6:] = n                   # 6 real neighbours per query, then shadows
+    pairs = m * 6
     expected = n * 10 * 2 * 12 + pairs * (3 * d + d * 2 + d * 2 * 12)
     assert count_macs(layer, s[:m], s, nbs, f) == expected
 
@@ -206,6 +207,7 @@ def test_slot_blocks_give_the_direct_loop_on_shuffled_ragged_rows(shared_data, m
 
     monkeypatch.setattr(gather_module, "SLOT_BLOCK_VALUES", 1)
     monkeypatch.setattr(gather_module, "MIN_SLOT_BLOCK", 7)
+    monkeypatch.setattr(gather_module.SlotPlan, "pays", lambda self, channels, calls=4: True)  # any threads
     torch.manual_seed(0)
     layer = SALA(3, 5, groups=2, reduction=reduction).double()
     q, s, nbs, f = real_inputs(shared_data, strided=False, limit=20)
@@ -229,7 +231,7 @@ def test_reals_first_keeps_the_order_of_real_neighbours():
     assert reals_first(ordered, n) is ordered   # the radius search's order is used as it is
 
 
-def test_training_winners_are_the_first_maximum_on_ties():
+def test_training_winners_are_the_first_maximum_on_ties(reduction_path):
     """With duplicated support points every maximum is tied; the slot search must pick the first slot, as
     ``max(dim).indices`` does, so that the selected gradient goes to one neighbour, the first."""
     torch.manual_seed(3)
@@ -243,7 +245,7 @@ def test_training_winners_are_the_first_maximum_on_ties():
     assert f.grad[4:].abs().sum() == 0 and f.grad[:4].abs().sum() > 0
 
 
-def test_slot_max_is_amax_and_its_winners_are_max_indices_ties_included(monkeypatch):
+def test_slot_max_is_amax_and_its_winners_are_max_indices_ties_included(monkeypatch, reduction_path):
     """The slot-by-slot max (many small blocks forced) equals amax over the real neighbours, and its winner
     slots are those of ``max(dim).indices``, the first on ties, for rows with shadows and an empty row."""
     import pcseg.nn.gather as gather_module
@@ -265,3 +267,27 @@ def test_slot_max_is_amax_and_its_winners_are_max_indices_ties_included(monkeypa
     real = counts > 0
     assert torch.equal(pooled[real], expected.values[real]) and not pooled[~real].any()
     assert torch.equal(winner[real].long(), expected.indices[real])
+
+
+def test_slot_plan_takes_the_whole_tensor_for_small_layers_on_several_threads(monkeypatch):
+    """The cost rule of SlotPlan.pays: one thread always loops by slots; with two threads a deep layer of a few
+    dozen queries runs whole (the calls would cost more than the arithmetic), a wide one by slots, and a
+    sleeping thread pool (OMP_WAIT_POLICY=PASSIVE) moves the line towards the whole tensor."""
+    from pcseg.nn.gather import slot_plan
+
+    def plan(m, h, real, channels):
+        nbs = torch.full((m, h), m)
+        nbs[:, :real] = torch.arange(real)
+        nbs[0] = torch.arange(h)                   # one full row: h slots to run
+        return slot_plan(nbs, m, channels)
+
+    small, large = plan(71, 46, 26, 576), plan(6000, 34, 27, 72)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert small.pays(576) and large.pays(72)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert not small.pays(576) and large.pays(72)
+    middle = plan(318, 46, 28, 288)
+    assert middle.pays(288)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert not middle.pays(288) and large.pays(72)

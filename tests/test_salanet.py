@@ -33,7 +33,7 @@ def s3dis_room(shared_data):
     return xyz - xyz.mean(axis=0), feats.astype(np.float32), sub.labels
 
 
-def test_strided_shortcut_max_pools_over_real_neighbours_only():
+def test_strided_shortcut_max_pools_over_real_neighbours_only(reduction_path):
     features = torch.tensor([[1.0, -5.0], [3.0, -2.0], [-4.0, -1.0]])
     neighbors = torch.tensor([[0, 1, 3], [2, 3, 3], [3, 3, 3]])  # shadow index 3
     expected = torch.tensor([[3.0, -2.0], [-4.0, -1.0], [0.0, 0.0]])
@@ -41,7 +41,7 @@ def test_strided_shortcut_max_pools_over_real_neighbours_only():
     assert torch.equal(neighbor_max_pool(features.requires_grad_(True), neighbors), expected)  # training path
 
 
-def test_max_pool_gradient_goes_to_the_winning_neighbour():
+def test_max_pool_gradient_goes_to_the_winning_neighbour(reduction_path):
     """Gradient of the training path against a direct loop: each output picks one real neighbour row."""
     torch.manual_seed(0)
     features = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)

@@ -80,14 +80,18 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, *inputs) -> int:
-    """Multiply-accumulates of one forward pass, from torch's FLOP counter (matmul/conv FLOPs / 2)."""
+    """Multiply-accumulates of one forward pass, from torch's FLOP counter (matmul/conv FLOPs / 2). Counted on
+    one thread: the neighbour reductions then take the slot-by-slot way (:class:`pcseg.nn.gather.SlotPlan`),
+    which computes real pairs only, so the count does not depend on the machine's thread count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
+    was_training, threads = model.training, torch.get_num_threads()
     model.eval()
+    torch.set_num_threads(1)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(*inputs)
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     return int(counter.get_total_flops() // 2)

@@ -15,9 +15,13 @@ torch 2.13) decide how:
   differs from ``amax``'s only on exact ties (``amax`` splits it, we give it to one winner), which is the
   subgradient ``torch.max`` uses too.
 - Reductions over neighbours (the max here, SALA's Eq. 8) run slot by slot on blocks of queries
-  (:func:`slot_blocks`) rather than on the gathered (M, H, C) tensor, which is far larger than the cache.
+  (:class:`SlotPlan`) rather than on the gathered (M, H, C) tensor, which is far larger than the cache, where
+  that pays.
 """
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import torch
 
@@ -34,10 +38,17 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 SLOT_BLOCK_VALUES = 1 << 19
-"""A block of a slot-by-slot reduction (:func:`slot_blocks`) holds about this many values per slot: 2 MB in
+"""A block of a slot-by-slot reduction (:class:`SlotPlan`) holds about this many values per slot: 2 MB in
 float32, a slab that stays in the CPU's cache ..."""
 MIN_SLOT_BLOCK = 256
 """... and at least this many queries, since each block and slot costs a few torch calls from Python."""
+CALL_SECONDS = {"passive": 47e-6, "active": 13e-6}
+"""What one torch call of the slot loop costs beyond its arithmetic with several threads: waking the thread pool.
+Measured on this project's CPU (2 threads, sala-als and sala-s3dis, 4 calls per SALA step): with
+OMP_WAIT_POLICY=PASSIVE (sleeping threads) ~190 us per step, else ~50 us (the threads spin a while)."""
+WHOLE_VALUE_SECONDS = 1.5e-9
+"""What one value of the whole (M, H, C) tensor costs the whole-tensor way on 2 threads (1.3-1.6 ns measured on
+layers of 71-498 queries x 31-49 neighbours x 288-576 values)."""
 
 
 def block_rows(channels: int) -> int:
@@ -45,42 +56,93 @@ def block_rows(channels: int) -> int:
     return max(MIN_SLOT_BLOCK, SLOT_BLOCK_VALUES // max(1, channels))
 
 
-def slot_blocks(neighbors: torch.Tensor, n: int, channels: int):
-    """Blocks of queries for reductions run neighbour slot by neighbour slot instead of on the whole
-    (M, H, channels) tensor. ``neighbors`` (M, H) holds its real entries before its shadows (:func:`reals_first`).
+@dataclass
+class SlotPlan:
+    """How to run a reduction over the real neighbours of every query neighbour slot by neighbour slot, instead of
+    on the whole gathered (M, H, channels) tensor (:func:`slot_plan`).
 
-    Yields ``(rows, block_neighbors, ends)``: the block's query rows, their neighbour rows, and for every slot j
-    how many of the block's queries have more than j real neighbours. The queries are sorted by their number of
-    real neighbours, largest first, so those are a prefix: slot j runs on ``block_neighbors[:ends[j], j]`` and
-    no shadow is ever touched. Queries without any real neighbour are in no block.
-
-    Why: a reduction over the whole gathered tensor writes and rereads (M, H, C) values, far more than the
-    cache holds; slot by slot, each step holds one (block, C) slab. On the sparse 0.1 pts/m2 tile (most
-    queries have a few real neighbours among H) it also skips the padding.
+    The queries are sorted by their number of real neighbours, largest first (``counts``, ``order``; ``active``
+    of them have one at least), and cut into blocks of :func:`block_rows`. In a block, slot j runs for the
+    queries with more than j real neighbours: a prefix, so no shadow is ever touched. Each step holds one
+    (block, channels) slab that stays in cache, where the whole tensor is far larger than the cache; and on a
+    sparse cloud (a few real neighbours among H) the padding is skipped.
     """
+
+    counts: torch.Tensor
+    order: torch.Tensor
+    active: int
+    block: int
+    width: int  # H
+
+    @property
+    def steps(self) -> int:
+        """(block, slot) steps of the loop: the largest count of every block, summed."""
+        return int(self.counts[:self.active:self.block].sum())
+
+    def pays(self, channels: int, calls: int = 4) -> bool:
+        """Whether the slot loop (``calls`` torch calls per step) beats the whole-tensor way. On one thread it
+        always did here. With more threads each call wakes the pool (:data:`CALL_SECONDS`): the loop is taken
+        when that overhead stays under half the whole way's cost (:data:`WHOLE_VALUE_SECONDS` per value). Small
+        deep layers (a few hundred queries) then run whole; wide or sparse ones by slots. sala-als, 2 threads,
+        OMP_WAIT_POLICY=PASSIVE: a layer of 71 x 46 x 576 took 3.0 ms whole, 8.6 ms by slots; one of 5,832 x 34
+        x 72, 35 ms whole, 20 ms by slots."""
+        if torch.get_num_threads() <= 1:
+            return True
+        policy = "passive" if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive" else "active"
+        overhead = self.steps * calls * CALL_SECONDS[policy]
+        return overhead <= 0.5 * WHOLE_VALUE_SECONDS * len(self.counts) * self.width * channels
+
+    def blocks(self, neighbors: torch.Tensor):
+        """Yields ``(rows, block_neighbors, ends)``: the block's query rows, their neighbour rows, and for every
+        slot j how many of the block's queries have more than j real neighbours. Queries without any real
+        neighbour are in no block."""
+        for start in range(0, self.active, self.block):
+            rows = self.order[start:min(start + self.block, self.active)]
+            block_counts = self.counts[start:start + len(rows)]
+            slots = torch.arange(int(block_counts[0]), device=neighbors.device)
+            ends = (block_counts[None, :] > slots[:, None]).sum(dim=1).tolist()
+            yield rows, neighbors.index_select(0, rows), ends
+
+
+def slot_plan(neighbors: torch.Tensor, n: int, channels: int) -> SlotPlan:
+    """The :class:`SlotPlan` of ``neighbors`` (M, H) (shadow index ``n``, real entries first: :func:`reals_first`)
+    for a reduction over ``channels`` values per query."""
     counts, order = torch.sort((neighbors < n).sum(dim=1), descending=True, stable=True)
-    active = int((counts > 0).sum())
-    block = block_rows(channels)
-    for start in range(0, active, block):
-        rows = order[start:min(start + block, active)]
-        block_counts = counts[start:start + len(rows)]
-        slots = torch.arange(int(block_counts[0]), device=neighbors.device)
-        ends = (block_counts[None, :] > slots[:, None]).sum(dim=1).tolist()
-        yield rows, neighbors.index_select(0, rows), ends
+    return SlotPlan(counts, order, int((counts > 0).sum()), block_rows(channels), int(neighbors.shape[1]))
+
+
+def first_max_slot_(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Index along ``dim`` of the maximum of ``values``, the first one on ties (what ``max(dim).indices``
+    gives), found as ``amax`` and then the first slot equal to it (an ``amax`` over reversed slot numbers).
+    On a CPU ``max`` with indices ran 7x slower than ``amax`` over the same tensor (2 x 36 x 26 x 15k: 150 vs
+    19 ms), ``argmax`` slower still. Overwrites ``values`` (no autograd). The whole-tensor way, for when a
+    :class:`SlotPlan` does not pay."""
+    k = values.shape[dim]
+    shape = [1] * values.dim()
+    shape[dim] = k
+    slots = torch.arange(k - 1, -1, -1, dtype=values.dtype, device=values.device).view(shape)
+    return (k - 1) - values.eq_(values.amax(dim=dim, keepdim=True)).mul_(slots).amax(dim=dim).long()
 
 
 def slot_max(features: torch.Tensor, neighbors: torch.Tensor, want_winner: bool = False):
     """Channel-wise max of ``features`` (N, C) over the real neighbours of each row of ``neighbors`` (M, H)
     (shadow index N, real entries first), without autograd: ((M, C) maxima, 0 for a query without real
     neighbours; (M, C) neighbour slot of every maximum, the first on ties as ``max(dim).indices`` gives it, or
-    None). Slots are uint8 up to 256 neighbours."""
+    None). Slot by slot (:class:`SlotPlan`) where that pays, else on the whole gathered tensor."""
     n, c = features.shape
     m, h = neighbors.shape
-    slot_type = torch.uint8 if h <= 256 else torch.int64
     with torch.no_grad():
+        plan = slot_plan(neighbors, n, c)
+        if not plan.pays(c, calls=5 if want_winner else 2):
+            padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
+            gathered = gather_rows(padded, neighbors)                                 # (M, H, C)
+            pooled = gathered.amax(dim=1)
+            winner = first_max_slot_(gathered, dim=1) if want_winner else None
+            return pooled.masked_fill_(pooled == float("-inf"), 0.0), winner
+        slot_type = torch.uint8 if h <= 256 else torch.int64
         pooled = features.new_zeros((m, c))
         winner = torch.zeros((m, c), dtype=slot_type, device=features.device) if want_winner else None
-        for rows, nbs, ends in slot_blocks(neighbors, n, c):
+        for rows, nbs, ends in plan.blocks(neighbors):
             acc = features.index_select(0, nbs[:, 0])
             won = torch.zeros(acc.shape, dtype=slot_type, device=features.device) if want_winner else None
             for j in range(1, len(ends)):  # loop over neighbour slots, not points

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .gather import mark_winners_, reals_first, slot_blocks, tracing
+from .gather import SlotPlan, first_max_slot_, mark_winners_, reals_first, slot_plan, tracing
 
 REDUCTIONS = ("max", "sum")
 ASSIGNMENTS = ("soft", "hard", "none")
@@ -142,11 +142,14 @@ class SALA(nn.Module):
             # W_g^f f_j for every support point and all groups at once, channels first.
             return self._aggregate(query_points, support_points, neighbors, self.weight_f.t() @ features.t())
         neighbors = reals_first(neighbors, n)
-        wf = features @ self.weight_f  # (N, S*C): W_g^f f_j of every support point, once (see the notes)
+        plan = slot_plan(neighbors, n, self.groups * self.out_channels)
         if torch.is_grad_enabled():
-            return self._max_with_selected_gradient(query_points, support_points, neighbors, wf)
-        per_group, _ = self._slot_reduce(query_points, support_points, neighbors, wf)  # (8): (M, S*C)
-        return per_group.view(-1, self.groups, self.out_channels).sum(dim=1)  # (9)
+            wf = features @ self.weight_f  # (N, S*C): W_g^f f_j of every support point, once (see the notes)
+            return self._max_with_selected_gradient(query_points, support_points, neighbors, wf, plan)
+        if not plan.pays(self.groups * self.out_channels):
+            return self._aggregate(query_points, support_points, neighbors, self.weight_f.t() @ features.t())
+        per_group, _ = self._slot_reduce(query_points, support_points, neighbors, features @ self.weight_f, plan)
+        return per_group.view(-1, self.groups, self.out_channels).sum(dim=1)  # (8), (9)
 
     def _slot_weights(self, dtype: torch.dtype) -> dict:
         """The small weights the slot loop applies per pair, cast once to ``dtype`` (under bfloat16 autocast
@@ -161,26 +164,38 @@ class SALA(nn.Module):
             out.update(r_weight=self.weight_r.to(dtype))
         return out
 
-    def _pair_terms(self, query_points: torch.Tensor, support_points: torch.Tensor, column: torch.Tensor,
-                    wf: torch.Tensor, weights: dict) -> torch.Tensor:
-        """W_{j,g} f*_j = h(r_j, g) (W_g^f f_j + W_g^r r_j) (Eq. 4-7) for E (query, neighbour) pairs: the query
-        points (E, 3) and their neighbours' support rows ``column`` (E,), all real; computed in ``wf``'s dtype
-        with :meth:`_slot_weights` of that dtype. Returns (E, S*C)."""
-        y = wf.index_select(0, column)  # W_g^f f_j
+    def _block_positions(self, queries: torch.Tensor, padded_support: torch.Tensor, columns: torch.Tensor,
+                         dtype: torch.dtype, weights: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """r_j (4) and h(r_j) (5) for every (slot, query) pair of a block at once: ``columns`` (W, B) support
+        rows (shadow rows of ``padded_support`` where a query has fewer neighbours; their values are never
+        read). Returns (W, B, pos) and (W, B, S), slot-major, so that slot j's prefix is one contiguous slice;
+        the few calls for the whole block replace several per slot. Relative positions are differences of large
+        numbers, taken before any cast to ``dtype`` (bfloat16 keeps 8 bits)."""
         if not self.uses_r:
-            return y
-        rel = (support_points.index_select(0, column) - query_points).to(wf.dtype)
-        r = torch.addmm(weights["p_bias"], rel, weights["p_weight_t"]).relu_()  # (4): r_j
-        if self.pos_encoding:
-            y = torch.addmm(y, r, weights["r_weight"], out=y)  # + W_g^r r_j, into the fresh gather (7)
+            return None, None
+        w, b = columns.shape
+        rel = (padded_support.index_select(0, columns.reshape(-1)).view(w, b, 3) - queries[None]).to(dtype)
+        r = torch.addmm(weights["p_bias"], rel.view(-1, 3), weights["p_weight_t"]).relu_()  # (4)
+        h = None
         if self.assignment != "none":
-            h = self._assign_columns(r.t(), weights)  # (5): (S, E)
+            h = self._assign_columns(r.t(), weights).t().contiguous().view(w, b, self.groups)  # (5)
+        return r.view(w, b, -1), h
+
+    def _slot_terms(self, wf: torch.Tensor, column: torch.Tensor, r: torch.Tensor | None, h: torch.Tensor | None,
+                    weights: dict) -> torch.Tensor:
+        """W_{j,g} f*_j = h(r_j, g) (W_g^f f_j + W_g^r r_j) (Eq. 6-7) for E pairs of one slot: support rows
+        ``column`` (E,), their r_j (E, pos) and h(r_j) (E, S). Returns (E, S*C), a fresh tensor."""
+        y = wf.index_select(0, column)  # W_g^f f_j
+        if self.pos_encoding:
+            torch.addmm(y, r, weights["r_weight"], out=y)  # + W_g^r r_j (7)
+        if h is not None:
             e = len(column)
-            y = y.view(e, self.groups, self.out_channels).mul_(h.t()[:, :, None]).view(e, -1)  # (6)
+            y.view(e, self.groups, self.out_channels).mul_(h[:, :, None])  # (6)
         return y
 
     def _slot_reduce(self, query_points: torch.Tensor, support_points: torch.Tensor, neighbors: torch.Tensor,
-                     wf: torch.Tensor, want_winner: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     wf: torch.Tensor, plan: SlotPlan,
+                     want_winner: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The reduction of Eq. 8 (MAX, or SUM for Eq. 10) per query and group, (M, S*C), zero for a query
         without real neighbours; with ``want_winner`` (MAX only) also the neighbour slot of every maximum,
         (M, S*C) (uint8 up to 256 slots), the first on ties, as ``max(dim).indices`` gives it.
@@ -196,26 +211,27 @@ class SALA(nn.Module):
         device = wf.device.type
         if torch.is_autocast_enabled(device):
             # One dtype for the whole loop, the weights cast once: wf is already in autocast's dtype (its product
-            # ran under autocast). Coordinates stay as they are: relative positions are differences of large
-            # numbers, taken before the cast (bfloat16 keeps 8 bits: 1 in 256).
+            # ran under autocast); coordinates are cast after their differences (_block_positions).
             with torch.autocast(device, enabled=False):
-                return self._slot_reduce(query_points, support_points, neighbors, wf, want_winner)
+                return self._slot_reduce(query_points, support_points, neighbors, wf, plan, want_winner)
         weights = self._slot_weights(wf.dtype)
         m = neighbors.shape[0]
-        n = support_points.shape[0]
         sc = self.groups * self.out_channels
         use_max = self.reduction == "max"
         slot_type = torch.uint8 if neighbors.shape[1] <= 256 else torch.int64
         out = wf.new_zeros((m, sc))
         winner = torch.zeros((m, sc), dtype=slot_type, device=wf.device) if want_winner else None
-        for rows, nbs, ends in slot_blocks(neighbors, n, sc):
+        padded = torch.cat([support_points, support_points.new_zeros((1, 3))])  # finite shadow row
+        for rows, nbs, ends in plan.blocks(neighbors):
             queries = query_points.index_select(0, rows)
+            r, h = self._block_positions(queries, padded, nbs[:, :len(ends)].t(), wf.dtype, weights)
             # slot 0: every query of the block has it
-            acc = self._pair_terms(queries, support_points, nbs[:, 0], wf, weights)
+            acc = self._slot_terms(wf, nbs[:, 0], None if r is None else r[0], None if h is None else h[0], weights)
             won = torch.zeros(acc.shape, dtype=slot_type, device=wf.device) if want_winner else None
             for j in range(1, len(ends)):  # loop over neighbour slots, not points
                 e = ends[j]
-                y = self._pair_terms(queries[:e], support_points, nbs[:e, j], wf, weights)
+                y = self._slot_terms(wf, nbs[:e, j], None if r is None else r[j, :e],
+                                     None if h is None else h[j, :e], weights)
                 if not use_max:
                     acc[:e] += y  # (10)
                     continue
@@ -276,24 +292,45 @@ class SALA(nn.Module):
             per_group = y.sum(dim=2)
         return per_group.sum(dim=0).t().contiguous()  # (9)
 
-    def _max_with_selected_gradient(self, query_points, support_points, neighbors, wf):
+    def _max_with_selected_gradient(self, query_points, support_points, neighbors, wf, plan):
         """Eq. 4-9 with MAX, for training: the same values as the inference path, a cheap backward.
 
         The MAX of Eq. 8 selects one neighbour per (group, channel, query). The winners are found without
-        autograd by :meth:`_slot_reduce`; then only the S*C*M winning terms h(r_j, g) (W_g^f f_j + W_g^r r_j)
-        are recomputed with autograd, from gathered f_j and r_j. Autograd on the full (S, C, H, M) tensor (the
-        amax backward compares the whole tensor with the output, the in-place scaling copies it) took 60-70% of
-        a SALANet training step; the backward of the selected terms is a few gathers of S*C*M values.
-        ``neighbors`` holds its real neighbours first; ``wf`` is (N, S*C) W_g^f f_j with autograd.
+        autograd, slot by slot (:meth:`_slot_reduce`) where the ``plan`` pays, else on the whole (H*M, S*C)
+        tensor; then only the S*C*M winning terms h(r_j, g) (W_g^f f_j + W_g^r r_j) are recomputed with autograd,
+        from gathered f_j and r_j. Autograd on the full tensor (the amax backward compares the whole tensor with
+        the output, the in-place scaling copies it) took 60-70% of a SALANet training step; the backward of the
+        selected terms is a few gathers of S*C*M values. ``neighbors`` holds its real neighbours first; ``wf`` is
+        (N, S*C) W_g^f f_j with autograd.
         """
         m, k = neighbors.shape
         n = support_points.shape[0]
         s, c = self.groups, self.out_channels
         sc = s * c
         flat = neighbors.t().reshape(-1)  # pair columns j*M + i, neighbour-major as in _aggregate
+        r = h = None
+        if self.uses_r:
+            # r_j (4) and h(r_j) (5) with autograd on every pair (pos and S values per pair: cheap), channels first.
+            padded = torch.cat([support_points.t(), support_points.new_zeros((3, 1))], dim=1)  # finite shadow
+            rel = (padded.index_select(1, flat).view(3, k, m) - query_points.t()[:, None, :]).view(3, k * m)
+            dense = self.mlp_p[0]
+            r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (pos, H*M)
+            if self.assignment != "none":
+                h = self._assign_columns(r)  # (S, H*M)
         with torch.no_grad():
-            _, winner = self._slot_reduce(query_points, support_points, neighbors, wf.detach(), want_winner=True)
-            column = (winner.t().long() * m + torch.arange(m, device=wf.device)).contiguous()  # (S*C, M) winning pairs
+            if plan.pays(sc, calls=7):  # with the winners' bookkeeping
+                _, winner = self._slot_reduce(query_points, support_points, neighbors, wf.detach(), plan,
+                                              want_winner=True)
+            else:  # small layers on several threads: a few calls on the whole tensor beat many small ones
+                wfd = wf.detach()
+                y = torch.cat([wfd, wfd.new_full((1, sc), float("-inf"))]).index_select(0, flat)  # (H*M, S*C)
+                if self.pos_encoding:
+                    y.addmm_(r.detach().t().to(y.dtype), self.weight_r.to(y.dtype))
+                if h is not None:  # shadows scaled by 1 so that they stay -inf
+                    y.view(k * m, s, c).mul_(h.detach().masked_fill(~(flat < n)[None], 1.0).t()[:, :, None])
+                winner = first_max_slot_(y.view(k, m, sc), dim=0)  # (M, S*C)
+                del y
+            column = (winner.t().long() * m + torch.arange(m, device=wf.device)).contiguous()  # (S*C, M) pairs
             source = flat.index_select(0, column.view(-1)).view(sc, m)  # support index of each winner
             empty = source >= n  # every neighbour of the query is a shadow: the feature is zero
             source = source.masked_fill(empty, 0)
@@ -301,19 +338,12 @@ class SALA(nn.Module):
         rows = torch.arange(sc, device=wf.device)[:, None]
         # W_g^f f_j at the winners: one flat gather from the (N, S*C) rows.
         term = wf.reshape(-1).index_select(0, (source * sc + rows).view(-1)).view(sc, m)
-        if self.uses_r:
-            # r_j (4) and h(r_j) (5) with autograd on every pair (pos and S values per pair: cheap), channels first.
-            padded = torch.cat([support_points.t(), support_points.new_zeros((3, 1))], dim=1)  # finite shadow
-            rel = (padded.index_select(1, flat).view(3, k, m) - query_points.t()[:, None, :]).view(3, k * m)
-            dense = self.mlp_p[0]
-            r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (pos, H*M)
-            if self.pos_encoding:
-                # W_g^r r_j at the winners: r_j gathered per winner, dotted with the (g, c) column of W_g^r.
-                r_win = r.index_select(1, column).view(-1, sc, m)  # (pos, S*C, M)
-                term = term + (r_win * self.weight_r[:, :, None]).sum(dim=0)
-            if self.assignment != "none":
-                h = self._assign_columns(r)  # (S, H*M)
-                groups = (rows // c).expand(-1, m).reshape(-1)
-                term = term * h.reshape(-1).index_select(0, groups * (k * m) + column).view(sc, m)  # (6)
+        if self.pos_encoding:
+            # W_g^r r_j at the winners: r_j gathered per winner, dotted with the (g, c) column of W_g^r.
+            r_win = r.index_select(1, column).view(-1, sc, m)  # (pos, S*C, M)
+            term = term + (r_win * self.weight_r[:, :, None]).sum(dim=0)
+        if h is not None:
+            groups = (rows // c).expand(-1, m).reshape(-1)
+            term = term * h.reshape(-1).index_select(0, groups * (k * m) + column).view(sc, m)  # (6)
         per_group = term.masked_fill(empty, 0.0).view(s, c, m)  # (8)
         return per_group.sum(dim=0).t().contiguous()  # (9)
