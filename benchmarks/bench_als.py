@@ -83,7 +83,7 @@ def main() -> int:
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
         seg = segment_points(ck, cloud, votes=args.votes, bf16=args.bf16)
-        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up)
+        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up, seg.hag)
         codes = asprs_prediction(ck, labels, height, split)
         pred = als.encode(codes)
         pred[pred < 0] = names.index("other")  # code 1: the model's "none of the named classes"

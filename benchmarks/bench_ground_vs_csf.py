@@ -258,7 +258,7 @@ def run(args) -> int:
             if method == "pcseg":
                 seg = segment_points(ck, cloud, votes=args.votes, device="cpu")
                 labels = refine_and_split(ck, airborne_rules(ck), cloud.xyz, seg.labels,  # as `pcseg segment`
-                                          seg.runner_up)[0]
+                                          seg.runner_up, seg.hag)[0]
                 pred = labels == ground_id
             elif method == "csf":
                 pred = csf_ground(csf_module, cloud.xyz)

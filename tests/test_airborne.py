@@ -13,7 +13,7 @@ import torch
 from pcseg.cli.main import main
 from pcseg.data.classmaps import IGNORE, builtin_class_map, partial_label, partial_masks
 from pcseg.data.datasets import resolve_data
-from pcseg.data.features import make_features
+from pcseg.data.features import hag_surfaces, make_features
 from pcseg.errors import UsageError
 from pcseg.engine.vegetation import refine_buildings, refine_ground
 from pcseg.geometry.ground import (PLANE_SLOPE_RIDGE, local_plane_height, opening_surface, points_surface,
@@ -156,6 +156,8 @@ def test_refine_buildings_gives_low_buildings_their_runner_up_class():
     assert np.array_equal(out, expected)
     assert (out[house] == 2).all() and (out[shed] == 2).mean() > 0.95 and (out[deck] == 5).all()
     assert (out[labels == 0] == 0).all() and (labels[deck] == 2).all()  # ground untouched, input unchanged
+    # the estimates the hag channel computed for the network, handed over instead of recomputed: same labels
+    assert np.array_equal(refine_buildings(xyz, labels, runner_up, 2, 2.0, hag_surfaces(xyz)), expected)
 
 
 # --- input features ------------------------------------------------------------------------------------------
@@ -365,3 +367,21 @@ def test_quality_reads_validation_files_as_training_names_them():
     assert set(k for k, v in c["pooled"]["iou"].items() if v is not None) <= {"ground", "vegetation", "building",
                                                                              "water", "bridge", "other"}
     assert c["per_file"]["ign_lidarhd_77060_627760.laz"]["points"] < a["per_file"]["ign_lidarhd_77060_627760.laz"]["points"]
+
+
+def test_segmentation_hands_its_hag_estimates_to_the_building_test(xyz_checkpoint, shared_data):
+    """segment_points keeps the hag channel's ground estimates (Segmentation.hag); refine_and_split with them
+    gives the labels it gives when it recomputes them, on a real tile."""
+    from pcseg.engine.infer import segment_points
+    from pcseg.engine.segment import airborne_rules, refine_and_split
+    from pcseg.io import read
+    from pcseg.models.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(xyz_checkpoint)
+    cloud = read(EXAMPLE)
+    seg = segment_points(ck, cloud, votes=1)
+    assert seg.hag is not None and len(seg.hag) == 2
+    rules = airborne_rules(ck)
+    reused = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up, seg.hag)
+    fresh = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up)
+    assert np.array_equal(reused[0], fresh[0]) and np.array_equal(reused[1], fresh[1])

@@ -158,14 +158,22 @@ class FeatureStats:
     intensity_scale: float = 1.0
 
 
-def height_above_ground_feature(xyz: np.ndarray) -> np.ndarray:
-    """(N, 2) float32 ``hag`` channel of a cloud (see the module docstring)."""
+def hag_surfaces(xyz: np.ndarray) -> list:
+    """The two label-free ground estimates the ``hag`` channel reads (opening surfaces with its cell and
+    windows, :func:`pcseg.geometry.ground.opening_surfaces`) of a non-empty cloud."""
     from ..geometry.ground import opening_surfaces
 
+    return opening_surfaces(np.asarray(xyz, dtype=np.float64).reshape(-1, 3), HAG_CELL, HAG_WINDOWS)
+
+
+def height_above_ground_feature(xyz: np.ndarray, surfaces: list | None = None) -> np.ndarray:
+    """(N, 2) float32 ``hag`` channel of a cloud (see the module docstring); ``surfaces``: its
+    :func:`hag_surfaces` when the caller already has them."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     if not len(xyz):
         return np.zeros((0, len(HAG_WINDOWS)), np.float32)
-    h = np.stack([s.height(xyz) for s in opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS)], axis=1) / HAG_UNIT
+    surfaces = hag_surfaces(xyz) if surfaces is None else surfaces
+    h = np.stack([s.height(xyz) for s in surfaces], axis=1) / HAG_UNIT
     return np.clip(h, *HAG_RANGE).astype(np.float32)
 
 
@@ -186,6 +194,7 @@ def make_features(
     stats: FeatureStats | None = None,
     local: bool = True,
     color_optional: bool = False,
+    hag: list | None = None,
 ) -> np.ndarray:
     """(N, F) float32 input features of a whole cloud for ``channels`` (see the module docstring).
 
@@ -194,7 +203,8 @@ def make_features(
     leaves the neighbourhood channels NaN, for :func:`fill_local_features` on a spatial piece with margin;
     color_optional: the model was trained with colour dropped to zero on part of its spheres (the card's
     ``color_drop``), so a cloud without colour gets zero ``rgb`` columns, the input it learnt for that case,
-    instead of an error.
+    instead of an error; hag: the cloud's :func:`hag_surfaces`, when the caller computed them (they are
+    reused, not recomputed).
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     n = len(xyz)
@@ -203,7 +213,7 @@ def make_features(
         if c == "one":
             cols.append(np.ones((n, 1), np.float32))
         elif c == "hag":
-            cols.append(height_above_ground_feature(xyz) if local else np.full((n, 2), np.nan, np.float32))
+            cols.append(height_above_ground_feature(xyz, hag) if local else np.full((n, 2), np.nan, np.float32))
         elif c == "z":
             z_min = stats.z_min if stats is not None else (xyz[:, 2].min() if n else 0.0)
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))

@@ -17,7 +17,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
-from ..data.features import has_color, make_features
+from ..data.features import has_color, hag_surfaces, make_features
 from ..geometry import grid_subsample
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
@@ -31,7 +31,8 @@ class Segmentation:
     and ``proba`` ((N, C) float32 or None);
     ``sub_points`` counts the subsampled points the network saw, ``regions`` the inference regions of one vote,
     ``passes`` how many times a subsampled point went through the network per vote (mean); ``seconds`` the time
-    spent."""
+    spent; ``hag`` the ground estimates of the ``hag`` input channel (:func:`pcseg.data.features.hag_surfaces`)
+    for a model that reads it, which the building test reuses."""
 
     labels: np.ndarray
     runner_up: np.ndarray
@@ -40,6 +41,7 @@ class Segmentation:
     regions: int
     passes: float
     seconds: float
+    hag: list | None = None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,9 +130,10 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
 
 
-def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud):
+def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None):
     """(pyramid spec with the card's neighbour caps, the cloud grid-subsampled at dl0 with its input channels):
-    what :func:`vote_logits` reads."""
+    what :func:`vote_logits` reads. ``hag``: the cloud's :func:`pcseg.data.features.hag_surfaces`, when the
+    caller computed them."""
     card = ckpt.card
     spec = ckpt.model.pyramid_spec
     if card.get("neighbor_limits"):
@@ -141,7 +144,7 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud):
                     "training spheres whose colour was dropped", cloud.meta.get("source") or "the cloud",
                     100 * card["color_drop"])
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
-                          color_optional=optional)
+                          color_optional=optional, hag=hag)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
 
 
@@ -152,7 +155,8 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     t0 = time.perf_counter()
     card, model = ckpt.card, ckpt.model
     radius = float(card["sphere_radius"])
-    spec, sub = prepare_inputs(ckpt, cloud)
+    hag = hag_surfaces(cloud.xyz) if "hag" in card["features"] and len(cloud) else None
+    spec, sub = prepare_inputs(ckpt, cloud, hag)
     mean_logits, n_regions, passes = vote_logits(model, spec, sub.points, sub.features, radius,
                                                  len(card["classes"]["names"]), votes, device, batch_points,
                                                  coverage, progress, bf16)
@@ -160,4 +164,4 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     labels, runner_up = top[sub.inverse], second[sub.inverse]
     proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None
     return Segmentation(labels=labels, runner_up=runner_up, proba=proba, sub_points=len(sub.points),
-                        regions=n_regions, passes=passes, seconds=time.perf_counter() - t0)
+                        regions=n_regions, passes=passes, seconds=time.perf_counter() - t0, hag=hag)

@@ -56,7 +56,7 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
             raise UsageError(f"class map {map_name} does not have the model's classes")
         seg = segment_points(ck, cloud, votes=votes)
         # the labels `pcseg segment` writes: the airborne height tests included
-        labels = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up)[0]
+        labels = refine_and_split(ck, rules, cloud.xyz, seg.labels, seg.runner_up, seg.hag)[0]
         cm = confusion_matrix(labels, reader.encode(cloud.fields[field]), cmap.num_classes)
         pooled += cm
         total_seconds += seg.seconds

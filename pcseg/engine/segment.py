@@ -67,17 +67,18 @@ def airborne_rules(ck: Checkpoint, heights: tuple[float, float] | None = None, g
 
 
 def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels: np.ndarray,
-                     runner_up: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                     runner_up: np.ndarray, hag: list | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(labels after the building and ground tests, height above the predicted ground of every point) for a
     model with height rules (:func:`airborne_rules`); else (labels, None). ``runner_up``: every point's second
-    most likely class (:class:`pcseg.engine.infer.Segmentation`)."""
+    most likely class, ``hag``: the ``hag`` channel's ground estimates of this ``xyz`` when the inference made
+    them (both from :class:`pcseg.engine.infer.Segmentation`)."""
     if rules is None:
         return labels, None
     cmap = class_map_of(ck)
     ground = cmap.index(rules["ground_class"])
     if rules["building_min_height"] is not None:
         labels = refine_buildings(xyz, labels, runner_up, cmap.index(rules["building_class"]),
-                                  rules["building_min_height"])
+                                  rules["building_min_height"], hag)
     if np.isfinite(rules["ground_tolerance"]):
         labels = refine_ground(xyz, labels, ground, cmap.index(rules["vegetation_class"]),
                                float(rules["ground_tolerance"]), int(rules["ground_neighbours"]))
@@ -158,7 +159,7 @@ def segment_file(ck: Checkpoint, src: str, output: str | None, opts: SegmentOpti
                          want_proba=opts.want_proba, progress=progress, bf16=opts.bf16)
     cmap = class_map_of(ck)
     split = airborne_rules(ck, opts.vegetation_heights, opts.ground_tolerance, opts.building_min_height)
-    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up)
+    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up, seg.hag)
     summary = {"input": src, "output": output, "points": len(cloud), "model": ck.name, "votes": opts.votes}
     if output is not None:
         new = prediction_fields(cloud, ck, labels, seg.proba, opts.confidence, opts.proba,

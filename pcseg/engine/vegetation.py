@@ -55,17 +55,19 @@ def default_building_test(names) -> dict | None:
 
 
 def refine_buildings(xyz: np.ndarray, labels: np.ndarray, runner_up: np.ndarray, building_id: int,
-                     min_height: float) -> np.ndarray:
+                     min_height: float, surfaces: list | None = None) -> np.ndarray:
     """Labels with every point called ``building_id`` that stands less than ``min_height`` metres above both
     ground estimates of the ``hag`` channel (:func:`pcseg.geometry.ground.opening_surface` with the channel's
-    1 m cells and 10 m / 40 m windows, in float64) given its ``runner_up`` class instead."""
+    1 m cells and 10 m / 40 m windows, in float64) given its ``runner_up`` class instead. ``surfaces``: those
+    estimates of this ``xyz`` (:func:`pcseg.data.features.hag_surfaces`) when the caller has them."""
     labels = np.asarray(labels).copy()
     building = np.flatnonzero(labels == building_id)
     if not len(building):
         return labels
     # both estimates are computed over the whole cloud: the openings need the neighbourhood, not just the roofs
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    height = np.max([s.height(xyz[building]) for s in opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS)], axis=0)
+    surfaces = opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS) if surfaces is None else surfaces
+    height = np.max([s.height(xyz[building]) for s in surfaces], axis=0)
     low = building[height < min_height]
     labels[low] = np.asarray(runner_up)[low]
     return labels
