@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,15 +25,8 @@ from pcseg.models.zoo import load as load_model
 from pcseg.nn.gather import SlotPlan, reals_first, slot_plan
 from pcseg.nn.sala import SALA
 
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_detect import median_time  # noqa: E402
 
 
 def main() -> None:
@@ -67,7 +61,7 @@ def main() -> None:
                 row = {}
                 for way in ("slots", "whole"):
                     SlotPlan.pays = (lambda self, c, calls=4, w=way: w == "slots")
-                    row[way] = median_ms(lambda: layer(q, s, nbs, f), args.repeats)
+                    row[way] = 1000 * median_time(lambda: layer(q, s, nbs, f), args.repeats)
                     total[way] += row[way]
                 sc = layer.groups * layer.out_channels
                 plan = slot_plan(reals_first(nbs, len(s)), len(s), sc)
