@@ -174,3 +174,43 @@ def test_trimmed_neighbour_matrices_give_the_padded_results(shared_data, name):
                                  pools=pad(batch.pools, batch.points))
     with torch.no_grad():
         torch.testing.assert_close(model(batch.to("cpu")), model(padded.to("cpu")), rtol=1e-5, atol=1e-5)
+
+
+def test_folded_batchnorm_gives_the_network_its_own_numbers(s3dis_room):
+    """fold_batchnorm: every (Linear, BatchNorm1d) pair of SALANet becomes one Linear with bias; on a real batch
+    the logits are those of the original to float32 rounding, the original keeps its layers and training mode,
+    and a batch norm after SALA (whose MAX does not commute with a negative scale) stays."""
+    from torch import nn
+
+    from pcseg.nn.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build("salanet", num_classes=13, in_features=5, width=12)
+    with torch.no_grad():  # statistics and affine parameters that are not the identity, negative scales included
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    xyz, feats, _ = s3dis_room
+    batch = build_batch([xyz[:3000].astype(np.float32)], [feats[:3000]], net.pyramid_spec).to("cpu")
+    net.train()
+    folded = fold_batchnorm(net)
+    assert net.training and not folded.training
+    n_bn = sum(isinstance(m, nn.BatchNorm1d) for m in net.modules())
+    n_left = sum(isinstance(m, nn.BatchNorm1d) for m in folded.modules())
+    n_sala = sum(isinstance(m, nn.Module) and type(m).__name__ == "SALABlock" for m in net.modules())
+    assert n_left == n_sala and n_bn > n_left     # only the SALA blocks' batch norms remain
+    net.eval()
+    with torch.no_grad():
+        expected, got = net(batch), folded(batch)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() > 0.999
+
+
+def test_fold_batchnorm_returns_a_network_without_pairs_as_it_is():
+    from pcseg.nn.fold import fold_batchnorm
+
+    net = build("kpfcnn", num_classes=4, in_features=1)   # its batch norms follow KPConv and custom blocks
+    assert fold_batchnorm(net) is net
