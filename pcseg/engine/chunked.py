@@ -25,7 +25,6 @@ from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
-from ..nn.fold import fold_batchnorm
 from .infer import softmax, top_two, vote_logits
 from .options import SegmentOptions
 
@@ -66,7 +65,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     Returns points, tiles, notes, class counts, confusion, seconds.
     """
     t0 = time.perf_counter()
-    card, model = ck.card, fold_batchnorm(ck.model)  # one folded copy for every tile
+    card, model = ck.card, ck.model
     channels = parse_channels(card["features"])
     dl0, radius = float(card["dl0"]), float(card["sphere_radius"])
     tile_points = opts.tile_points

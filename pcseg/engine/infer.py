@@ -22,7 +22,6 @@ from ..geometry import grid_subsample
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
 from ..models.checkpoint import Checkpoint
-from ..nn.fold import fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     radius = float(card["sphere_radius"])
     hag = hag_surfaces(cloud.xyz) if "hag" in card["features"] and len(cloud) else None
     spec, sub = prepare_inputs(ckpt, cloud, hag)
-    mean_logits, n_regions, passes = vote_logits(fold_batchnorm(model), spec, sub.points, sub.features, radius,
+    mean_logits, n_regions, passes = vote_logits(model, spec, sub.points, sub.features, radius,
                                                  len(card["classes"]["names"]), votes, device, batch_points,
                                                  coverage, progress, bf16)
     top, second = top_two(mean_logits)
