@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.features import HAG_CELL, HAG_WINDOWS
-from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height, opening_surfaces,
+from ..data.features import hag_surfaces
+from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height,
                                points_surface, vegetation_codes)
 
 SURFACE_CELL = 1.0
@@ -57,16 +57,16 @@ def default_building_test(names) -> dict | None:
 def refine_buildings(xyz: np.ndarray, labels: np.ndarray, runner_up: np.ndarray, building_id: int,
                      min_height: float, surfaces: list | None = None) -> np.ndarray:
     """Labels with every point called ``building_id`` that stands less than ``min_height`` metres above both
-    ground estimates of the ``hag`` channel (:func:`pcseg.geometry.ground.opening_surface` with the channel's
-    1 m cells and 10 m / 40 m windows, in float64) given its ``runner_up`` class instead. ``surfaces``: those
-    estimates of this ``xyz`` (:func:`pcseg.data.features.hag_surfaces`) when the caller has them."""
+    ground estimates of the ``hag`` channel (:func:`pcseg.data.features.hag_surfaces`: 1 m cells opened with
+    10 m and 40 m windows, in float64) given its ``runner_up`` class instead. ``surfaces``: those estimates of
+    this ``xyz`` when the caller has them."""
     labels = np.asarray(labels).copy()
     building = np.flatnonzero(labels == building_id)
     if not len(building):
         return labels
     # both estimates are computed over the whole cloud: the openings need the neighbourhood, not just the roofs
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    surfaces = opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS) if surfaces is None else surfaces
+    surfaces = hag_surfaces(xyz) if surfaces is None else surfaces
     height = np.max([s.height(xyz[building]) for s in surfaces], axis=0)
     low = building[height < min_height]
     labels[low] = np.asarray(runner_up)[low]

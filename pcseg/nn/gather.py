@@ -134,11 +134,7 @@ def slot_max(features: torch.Tensor, neighbors: torch.Tensor, want_winner: bool 
     with torch.no_grad():
         plan = slot_plan(neighbors, n, c)
         if not plan.pays(c, calls=5 if want_winner else 2):
-            padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
-            gathered = gather_rows(padded, neighbors)                                 # (M, H, C)
-            pooled = gathered.amax(dim=1)
-            winner = first_max_slot_(gathered, dim=1) if want_winner else None
-            return pooled.masked_fill_(pooled == float("-inf"), 0.0), winner
+            return _whole_max(features, neighbors, want_winner)
         slot_type = torch.uint8 if h <= 256 else torch.int64
         pooled = features.new_zeros((m, c))
         winner = torch.zeros((m, c), dtype=slot_type, device=features.device) if want_winner else None
@@ -157,6 +153,16 @@ def slot_max(features: torch.Tensor, neighbors: torch.Tensor, want_winner: bool 
     return pooled, winner
 
 
+def _whole_max(features: torch.Tensor, neighbors: torch.Tensor, want_winner: bool = False):
+    """:func:`slot_max` on the whole gathered (M, H, C) tensor: a few large calls, no data-dependent loop."""
+    c = features.shape[1]
+    padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
+    gathered = gather_rows(padded, neighbors)                                 # (M, H, C)
+    pooled = gathered.amax(dim=1)
+    winner = first_max_slot_(gathered, dim=1) if want_winner else None
+    return pooled.masked_fill(pooled == float("-inf"), 0.0), winner
+
+
 def mark_winners_(won: torch.Tensor, y: torch.Tensor, acc: torch.Tensor, slot: int) -> None:
     """Record ``slot`` in ``won`` where ``y`` beats the running maximum ``acc`` (strictly: the first slot keeps
     ties). Slots are visited in increasing order, so the winner is max(won, slot * [y > acc]); on a CPU that is
@@ -170,10 +176,8 @@ def neighbor_max_pool(features: torch.Tensor, neighbors: torch.Tensor) -> torch.
     A query whose neighbours are all shadows gets 0.
     """
     n, c = features.shape
-    if tracing():
-        padded = torch.cat([features, features.new_full((1, c), float("-inf"))])  # shadow row never wins
-        pooled = gather_rows(padded, neighbors).amax(dim=1)
-        return pooled.masked_fill(pooled == float("-inf"), 0.0)
+    if tracing():  # torch.export: no data-dependent loop
+        return _whole_max(features, neighbors)[0]
     neighbors = reals_first(neighbors, n)
     training = torch.is_grad_enabled() and features.requires_grad
     pooled, winner = slot_max(features.detach(), neighbors, want_winner=training)

@@ -28,7 +28,9 @@ Implementation notes
   sorted by their number of real neighbours and run in cache-sized blocks; for neighbour slot j, the (block,
   S*C) slab of W_{j,g} f*_j is computed for the queries that have a j-th real neighbour and folded into a
   running MAX (or SUM). The whole (S*C, H*M) tensor is never built and no shadow pair is computed. Every
-  number is the same product, softmax and maximum as in Eq. 4-9; only the order of evaluation changes.
+  number is the same product, softmax and maximum as in Eq. 4-9; only the order of evaluation changes. With
+  several threads, small layers whose many small calls would cost more (:meth:`pcseg.nn.gather.SlotPlan.pays`)
+  take the whole tensor instead.
 - Training recomputes only the winning terms with autograd (``_max_with_selected_gradient``); there, and in the
   path used while torch.export traces the network (``_aggregate``), per-pair quantities are stored channels
   first, as (channels, H*M) with the neighbour index outermost: with 3, ``pos_channels`` or S = 2 values per
@@ -128,7 +130,20 @@ class SALA(nn.Module):
             # Table 3 "hard assignment": scores binarised at 0.5, as the paper states (no straight-through
             # estimator, so MLP_sa receives no gradient in this ablation).
             h = (h > 0.5).to(h.dtype)
-        return h.to(r.dtype)
+        return h
+
+    def _pair_positions(self, query_points: torch.Tensor, support_points: torch.Tensor, flat: torch.Tensor,
+                        k: int, m: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """r_j (4) and h(r_j) (5) of every (neighbour, query) pair, channels first: (pos, H*M) and (S, H*M) for
+        the neighbour-major pair columns ``flat`` of H = ``k`` slots and M = ``m`` queries (j*M + i, shadows
+        included: they get finite values)."""
+        if not self.uses_r:
+            return None, None
+        padded = torch.cat([support_points.t(), support_points.new_zeros((3, 1))], dim=1)  # finite shadow
+        rel = (padded.index_select(1, flat).view(3, k, m) - query_points.t()[:, None, :]).view(3, k * m)
+        dense = self.mlp_p[0]
+        r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (4): MLP_p on columns
+        return r, (self._assign_columns(r) if self.assignment != "none" else None)
 
     def forward(self, query_points: torch.Tensor, support_points: torch.Tensor, neighbors: torch.Tensor,
                 features: torch.Tensor) -> torch.Tensor:
@@ -178,7 +193,7 @@ class SALA(nn.Module):
         r = torch.addmm(weights["p_bias"], rel.view(-1, 3), weights["p_weight_t"]).relu_()  # (4)
         h = None
         if self.assignment != "none":
-            h = self._assign_columns(r.t(), weights).t().contiguous().view(w, b, self.groups)  # (5)
+            h = self._assign_columns(r.t(), weights).t().to(dtype).contiguous().view(w, b, self.groups)  # (5)
         return r.view(w, b, -1), h
 
     def _slot_terms(self, wf: torch.Tensor, column: torch.Tensor, r: torch.Tensor | None, h: torch.Tensor | None,
@@ -204,9 +219,9 @@ class SALA(nn.Module):
         are sorted by their number of real neighbours, largest first, and run in blocks; inside a block, slot j
         is run for the prefix of queries that have more than j real neighbours. So no shadow pair is ever
         computed, and each step holds one (block, S*C) slab that stays in the CPU's cache, instead of the whole
-        (S*C, H*M) tensor: on this project's CPU (1 thread), sala-als ran its 10 SALA layers of a 32k-point
-        region of the sparse 0.1 pts/m2 tile in 0.71 s instead of 2.39 s, and of the dense example in 0.16 s
-        instead of 0.30 s.
+        (S*C, H*M) tensor: on this project's CPU (2 threads, benchmarks/bench_slot_reduce.py), sala-als ran its
+        10 SALA layers of a 32k-point region of the sparse 0.1 pts/m2 tile in 0.40 s instead of 2.12 s, and of
+        the dense example in 85 ms instead of 190 ms.
         """
         device = wf.device.type
         if torch.is_autocast_enabled(device):
@@ -254,14 +269,7 @@ class SALA(nn.Module):
         flat = neighbors.t().reshape(-1)
         valid = (flat < n)[None]  # (1, H*M); shadow neighbours are False
         use_max = self.reduction == "max"
-        r = h = None
-        if self.uses_r:
-            padded = torch.cat([support_points.t(), support_points.new_zeros((3, 1))], dim=1)  # finite shadow
-            rel = (padded.index_select(1, flat).view(3, k, m) - query_points.t()[:, None, :]).view(3, k * m)
-            dense = self.mlp_p[0]
-            r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (4): (pos, H*M), MLP_p on columns
-            if self.assignment != "none":
-                h = self._assign_columns(r)  # (5): (S, H*M)
+        r, h = self._pair_positions(query_points, support_points, flat, k, m)  # (4), (5): (pos, H*M), (S, H*M)
         # The shadow column is -inf for MAX (it can never win, whatever is added to it) and 0 for SUM (weighted
         # by 0 below).
         wf = torch.cat([wf, wf.new_full((s * c, 1), float("-inf") if use_max else 0.0)], dim=1)
@@ -308,15 +316,8 @@ class SALA(nn.Module):
         s, c = self.groups, self.out_channels
         sc = s * c
         flat = neighbors.t().reshape(-1)  # pair columns j*M + i, neighbour-major as in _aggregate
-        r = h = None
-        if self.uses_r:
-            # r_j (4) and h(r_j) (5) with autograd on every pair (pos and S values per pair: cheap), channels first.
-            padded = torch.cat([support_points.t(), support_points.new_zeros((3, 1))], dim=1)  # finite shadow
-            rel = (padded.index_select(1, flat).view(3, k, m) - query_points.t()[:, None, :]).view(3, k * m)
-            dense = self.mlp_p[0]
-            r = torch.addmm(dense.bias[:, None], dense.weight, rel).relu_()  # (pos, H*M)
-            if self.assignment != "none":
-                h = self._assign_columns(r)  # (S, H*M)
+        # r_j (4) and h(r_j) (5) with autograd on every pair (pos and S values per pair: cheap)
+        r, h = self._pair_positions(query_points, support_points, flat, k, m)
         with torch.no_grad():
             if plan.pays(sc, calls=7):  # with the winners' bookkeeping
                 _, winner = self._slot_reduce(query_points, support_points, neighbors, wf.detach(), plan,
