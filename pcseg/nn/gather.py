@@ -86,6 +86,10 @@ class SlotPlan:
         deep layers (a few hundred queries) then run whole; wide or sparse ones by slots. sala-als, 2 threads,
         OMP_WAIT_POLICY=PASSIVE: a layer of 71 x 46 x 576 took 3.0 ms whole, 8.6 ms by slots; one of 5,832 x 34
         x 72, 35 ms whole, 20 ms by slots."""
+        if self.counts.device.type != "cpu":
+            # On a GPU every call is a kernel launch and every block a host sync (the slot ends): the whole
+            # tensor, a few large kernels in device memory, is the way there.
+            return False
         if torch.get_num_threads() <= 1:
             return True
         policy = "passive" if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive" else "active"
