@@ -33,6 +33,22 @@ def room(shared_data, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------- cache
+def test_workers_prepare_the_same_clouds_and_fill_the_cache(shared_data, tmp_path):
+    # two real files and three generated rooms: the misses are read in forked processes (the first here)
+    indoor = shared_data / "indoor"
+    srcs = resolve_data([str(indoor / "scannet_scene0000_00.ply"), str(indoor / "scannet_scene0000_01.ply"),
+                         "synthetic:rooms:3"], "one,z", class_map="nyu40-to-s3dis")
+    alone = prepare_clouds(srcs, 0.1, None)
+    cache = DiskCache(tmp_path / "cache")
+    helped = prepare_clouds(srcs, 0.1, cache, workers=3)
+    again = prepare_clouds(srcs, 0.1, cache, workers=3)  # every cloud from the cache now
+    assert [c.source for c in helped] == [c.source for c in alone]
+    for a, b, c in zip(alone, helped, again):
+        for name in ("points", "features", "labels"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)) and np.array_equal(getattr(a, name), getattr(c, name))
+        assert b.tree.n == len(b.points) and b.cache_key == c.cache_key is not None
+
+
 def test_cache_hit_and_invalidation_when_the_source_changes(shared_data, tmp_path, monkeypatch):
     tile = tmp_path / "tile.las"
     shutil.copy(shared_data / "als" / "warsaw_small.las", tile)

@@ -136,6 +136,43 @@ def test_resume_continues_exactly(tiles, tmp_path):
     assert np.allclose(la, lb, atol=1e-5)
 
 
+def test_worker_processes_build_the_same_batches_and_train_the_same_model(tiles, tmp_path):
+    alone = Trainer(tiny(data=tiles, max_steps=5), tmp_path / "alone")
+    alone.train()
+    helped = Trainer(tiny(data=tiles, max_steps=5, workers=2), tmp_path / "helped")
+    helped.train()
+    a, b = alone.model.state_dict(), helped.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in records(tmp_path / "alone")] == [r["loss"] for r in records(tmp_path / "helped")]
+    # the prefetcher hands the batches of its seeds in order, as the sampler builds them
+    from pcseg.engine.train import BatchPrefetcher
+
+    seeds = [(0, 0, s) for s in (7, 3, 9)]
+    direct = [alone.sampler.sample_batch(np.random.default_rng(seed)) for seed in seeds]
+    fetched = BatchPrefetcher(alone.sampler, seeds, workers=2)
+    try:
+        got = list(fetched)
+    finally:
+        fetched.close()
+    assert len(got) == 3
+    for x, y in zip(direct, got):
+        for name in ("points", "lengths", "neighbors", "pools", "upsamples"):
+            assert all(np.array_equal(p, q) for p, q in zip(getattr(x, name), getattr(y, name))), name
+        assert np.array_equal(x.labels, y.labels) and np.array_equal(x.features, y.features)
+
+
+def test_time_limit_stops_after_the_step_that_passes_it_and_resume_goes_on(tiles, tmp_path):
+    run = tmp_path / "run"
+    result = Trainer(tiny(data=tiles, max_steps=50, time_limit=0.0), run).train()
+    assert result["steps"] == 1                                    # the first step already passed 0 s
+    assert load_checkpoint(run / "last.safetensors").card["training"]["steps"] == 1
+    resumed = Trainer(tiny(data=tiles, max_steps=3), run, resume=True)
+    assert resumed.step == 1 and resumed.train()["steps"] == 3
+    # a machine setting, not part of the recipe: the card's command does not carry it
+    assert "time_limit" not in load_checkpoint(run / "last.safetensors").card["training"]["command"]
+
+
 def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(tiles, tmp_path):
     base = Trainer(tiny(data=tiles, max_steps=3), tmp_path / "base")
     base.train()
