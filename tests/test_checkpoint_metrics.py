@@ -104,6 +104,16 @@ def test_metrics_absent_class_left_out():
     assert s["iou"]["2"] is None and s["miou"] == 1.0
 
 
+def test_miou_present_leaves_out_classes_only_predicted():
+    # class 2 has no ground truth but takes one point of class 0: IoU 0 in miou, left out of miou_present
+    truth = np.array([0, 0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 0, 2, 1, 1])
+    s = scores(confusion_matrix(pred, truth, 3))
+    assert s["iou"] == pytest.approx({"0": 0.75, "1": 1.0, "2": 0.0})
+    assert s["miou"] == pytest.approx((0.75 + 1.0 + 0.0) / 3)
+    assert s["miou_present"] == pytest.approx((0.75 + 1.0) / 2)
+
+
 def test_header_length_bytes_that_look_like_pickle_or_zip_are_fine(tmp_path):
     """The safetensors header length's low byte can be 0x80 (pickle protocol marker) or 'PK' (zip)."""
     import json

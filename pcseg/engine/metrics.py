@@ -16,7 +16,9 @@ def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int, igno
 
 def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> dict:
     """mIoU, OA, mAcc and per-class IoU/accuracy. Classes absent from both truth and prediction are left out
-    of the means (their IoU is undefined, reported as None)."""
+    of the means (their IoU is undefined, reported as None). ``miou_present`` is the mean over the classes
+    present in the ground truth only: a class predicted on a file that has none (IoU 0) is left out of it, its
+    false positives still lower the IoU of the classes they were taken from."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     truth_n, pred_n = cm.sum(axis=1), cm.sum(axis=0)
@@ -29,6 +31,7 @@ def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> 
     present = ~np.isnan(iou)
     return {
         "miou": float(np.nanmean(iou)) if present.any() else None,
+        "miou_present": float(iou[truth_n > 0].mean()) if (truth_n > 0).any() else None,
         "oa": float(tp.sum() / total) if total else None,
         "macc": float(np.nanmean(acc)) if (~np.isnan(acc)).any() else None,
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},

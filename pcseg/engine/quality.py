@@ -36,8 +36,8 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
     ``without_color``: the files' colour fields are removed first (how a model whose card has ``color_drop``
     does on scans that store no colour).
 
-    Returns ``{"votes", "pooled": {miou, oa, macc, iou}, "per_file": {name: {miou, oa, iou, points, seconds,
-    points_per_second}}, "seconds"}``; ``seconds`` is the time of segmentation proper (subsampling, spheres,
+    Returns ``{"votes", "pooled": {miou, miou_present, oa, macc, iou}, "per_file": {name: {miou, miou_present,
+    oa, iou, points, seconds, points_per_second}}, "seconds"}`` (:func:`pcseg.engine.metrics.scores`); ``seconds`` is the time of segmentation proper (subsampling, spheres,
     network, voting), without reading the file."""
     cmap = class_map_of(ck)
     pooled = np.zeros((cmap.num_classes, cmap.num_classes), dtype=np.int64)
@@ -61,12 +61,13 @@ def measure_quality(ck: Checkpoint, specs: list[str], votes: int = 3, echo=None,
         pooled += cm
         total_seconds += seg.seconds
         s = scores(cm, cmap.names)
-        per_file[Path(path).name] = {"miou": s["miou"], "oa": s["oa"], "iou": s["iou"], "points": s["points"],
+        per_file[Path(path).name] = {"miou": s["miou"], "miou_present": s["miou_present"], "oa": s["oa"],
+                                     "iou": s["iou"], "points": s["points"],
                                      "seconds": round(seg.seconds, 3),
                                      "points_per_second": round(len(cloud) / seg.seconds, 1)}
         if echo is not None:
             echo(f"{Path(path).name}: mIoU {100 * (s['miou'] or 0):.1f} OA {100 * (s['oa'] or 0):.1f} "
                  f"({seg.seconds:.2f} s)")
     p = scores(pooled, cmap.names)
-    return {"votes": votes, "pooled": {k: p[k] for k in ("miou", "oa", "macc", "iou")}, "per_file": per_file,
-            "seconds": round(total_seconds, 3)}
+    return {"votes": votes, "pooled": {k: p[k] for k in ("miou", "miou_present", "oa", "macc", "iou")},
+            "per_file": per_file, "seconds": round(total_seconds, 3)}
