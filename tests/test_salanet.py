@@ -11,6 +11,7 @@ from pcseg.data.batch import build_batch
 from pcseg.errors import BadInputError, UsageError
 from pcseg.geometry import grid_subsample
 from pcseg.models import build, count_params, entries
+from pcseg.nn.dense import upsampled_skip_product
 from pcseg.nn.gather import neighbor_max_pool
 
 S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
@@ -174,3 +175,53 @@ def test_trimmed_neighbour_matrices_give_the_padded_results(shared_data, name):
                                  pools=pad(batch.pools, batch.points))
     with torch.no_grad():
         torch.testing.assert_close(model(batch.to("cpu")), model(padded.to("cpu")), rtol=1e-5, atol=1e-5)
+
+
+def test_upsampled_skip_product_is_the_dense_layer_on_the_concatenation():
+    """Decoder step: concat(coarse[index], skip) @ W.T, against the direct formula, values and gradients."""
+    g = torch.Generator().manual_seed(3)
+    coarse = torch.randn(40, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    skip = torch.randn(150, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(9, 19, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 40, (150,), generator=g)
+    direct = torch.cat([coarse[index], skip], dim=1) @ weight.t()
+    fast = upsampled_skip_product(weight, coarse, index, skip)
+    assert torch.allclose(fast, direct, atol=1e-12)
+    seed = torch.randn(150, 9, generator=g, dtype=torch.float64)
+    grads_direct = torch.autograd.grad((direct * seed).sum(), (coarse, skip, weight))
+    grads_fast = torch.autograd.grad((fast * seed).sum(), (coarse, skip, weight))
+    for a, b in zip(grads_direct, grads_fast):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("network", ["salanet", "kpfcnn"])
+def test_eval_mode_folds_batch_norm_into_the_dense_layer(network):
+    """In eval mode a unary layer (dense + batch norm + activation) runs as one product with a bias: the same
+    values as the layers one after the other, also on the decoder's upsampled concatenation."""
+    from pcseg.models.kpconv_nets import UnaryBlock
+    from pcseg.models.salanet import unary
+
+    g = torch.Generator().manual_seed(5)
+    layer = unary(12, 9, torch.nn.LeakyReLU()) if network == "salanet" else UnaryBlock(12, 9)
+    norm = layer[1] if network == "salanet" else layer.norm
+    linear = layer[0] if network == "salanet" else layer.linear
+    act = layer[2] if network == "salanet" else layer.activation
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.randn(9, generator=g))
+        norm.running_var.copy_(torch.rand(9, generator=g) + 0.1)
+        norm.weight.copy_(torch.randn(9, generator=g))  # negative scales too
+        norm.bias.copy_(torch.randn(9, generator=g))
+    layer.eval()
+    x = torch.randn(50, 12, generator=g)
+    direct = act(torch.nn.functional.batch_norm(x @ linear.weight.t(), norm.running_mean, norm.running_var,
+                                                norm.weight, norm.bias, False, 0.0, norm.eps))
+    assert torch.allclose(layer(x), direct, atol=1e-5)
+    coarse, skip, index = torch.randn(20, 5, generator=g), torch.randn(50, 7, generator=g), torch.randint(0, 20, (50,), generator=g)
+    direct = act(torch.nn.functional.batch_norm(torch.cat([coarse[index], skip], 1) @ linear.weight.t(),
+                                                norm.running_mean, norm.running_var, norm.weight, norm.bias, False,
+                                                0.0, norm.eps))
+    assert torch.allclose(layer.decode(coarse, index, skip), direct, atol=1e-5)
+    layer.train()  # training mode: batch statistics, not the running ones
+    pre = torch.cat([coarse[index], skip], 1) @ linear.weight.t()
+    expected = act(torch.nn.functional.batch_norm(pre, None, None, norm.weight, norm.bias, True, 0.0, norm.eps))
+    assert torch.allclose(layer.decode(coarse, index, skip), expected, atol=1e-5)

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
-from ..nn.gather import gather_rows, neighbor_max_pool
+from ..nn.dense import folded_batch_norm, upsampled_skip_product
+from ..nn.gather import neighbor_max_pool
 from ..nn.kpconv import KPConv
 from .registry import register
 
@@ -54,7 +55,17 @@ class UnaryBlock(nn.Module):
         self.activation = nn.LeakyReLU(LEAKY_SLOPE) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.norm(self.linear(x)))
+        if self.training:
+            return self.activation(self.norm(self.linear(x)))
+        weight, bias = folded_batch_norm(self.linear, self.norm)  # eval: one product with a bias
+        return self.activation(torch.addmm(bias, x, weight.t()))
+
+    def decode(self, coarse: torch.Tensor, index: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """This block on concat(coarse[index], skip) (:func:`pcseg.nn.dense.upsampled_skip_product`)."""
+        if self.training:
+            return self.activation(self.norm(upsampled_skip_product(self.linear.weight, coarse, index, skip)))
+        weight, bias = folded_batch_norm(self.linear, self.norm)
+        return self.activation(upsampled_skip_product(weight, coarse, index, skip, bias))
 
 
 def _conv_inputs(batch: StackedBatch, layer: int, strided: bool):
@@ -243,8 +254,9 @@ class KPFCNN(_KPNetwork):
         batch = self._prepare(batch)
         x, skips = self.encoder(batch, batch.features)
         for unary, j in zip(self.decoder, reversed(range(NUM_LAYERS - 1))):
-            # Nearest upsampling from layer j+1 to layer j, then the skip link of layer j.
-            x = unary(torch.cat([gather_rows(x, batch.upsamples[j]), skips[j]], dim=1))
+            # Nearest upsampling from layer j+1 to layer j, then the skip link of layer j, into the unary block
+            # (its dense layer taken on the coarse rows before upsampling: upsampled_skip_product).
+            x = unary.decode(x, batch.upsamples[j], skips[j])
         return x
 
     def forward(self, batch: StackedBatch) -> torch.Tensor:

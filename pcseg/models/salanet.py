@@ -31,7 +31,8 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
-from ..nn.gather import gather_rows, neighbor_max_pool
+from ..nn.dense import folded_batch_norm, upsampled_skip_product
+from ..nn.gather import neighbor_max_pool
 from ..nn.sala import ASSIGNMENTS, REDUCTIONS, SALA
 from .registry import register
 
@@ -40,12 +41,33 @@ BOTTLENECK_RATIO = 2  # gamma in supplementary Fig. 6
 S3DIS_NEIGHBOR_LIMITS = (26, 31, 38, 41, 39)
 
 
-def unary(cin: int, cout: int, act: nn.Module | None) -> nn.Sequential:
+class Unary(nn.Sequential):
+    """1x1 convolution on stacked points: dense layer without bias, batch norm, optional activation. In eval
+    mode the batch norm is folded into the dense layer (:func:`pcseg.nn.dense.folded_batch_norm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        weight, bias = folded_batch_norm(self[0], self[1])
+        y = torch.addmm(bias, x, weight.t())
+        return self[2](y) if len(self) > 2 else y
+
+    def decode(self, coarse: torch.Tensor, index: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """This layer on concat(coarse[index], skip) (:func:`pcseg.nn.dense.upsampled_skip_product`)."""
+        if self.training:
+            y = self[1](upsampled_skip_product(self[0].weight, coarse, index, skip))
+        else:
+            weight, bias = folded_batch_norm(self[0], self[1])
+            y = upsampled_skip_product(weight, coarse, index, skip, bias)
+        return self[2](y) if len(self) > 2 else y
+
+
+def unary(cin: int, cout: int, act: nn.Module | None) -> Unary:
     """1x1 convolution on stacked points: dense layer without bias, batch norm, optional activation."""
     layers: list[nn.Module] = [nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout)]
     if act is not None:
         layers.append(act)
-    return nn.Sequential(*layers)
+    return Unary(*layers)
 
 
 class SALABlock(nn.Module):
@@ -154,7 +176,8 @@ class SALANet(nn.Module):
             x = self.blocks[level - 1](pts[level], pts[level], nbs[level], x)
             skips.append(x)
         for i, level in enumerate(range(NUM_LEVELS - 2, -1, -1)):
-            x = self.up[i](torch.cat([gather_rows(x, batch.upsamples[level]), skips[level]], dim=1))
+            # unary(concat(upsampled x, skip)), its dense layer taken on the coarse rows before upsampling
+            x = self.up[i].decode(x, batch.upsamples[level], skips[level])
         return x
 
 

@@ -230,12 +230,11 @@ class SALA(nn.Module):
             with torch.autocast(device, enabled=False):
                 return self._slot_reduce(query_points, support_points, neighbors, wf, plan, want_winner)
         weights = self._slot_weights(wf.dtype)
-        m = neighbors.shape[0]
         sc = self.groups * self.out_channels
         use_max = self.reduction == "max"
         slot_type = torch.uint8 if neighbors.shape[1] <= 256 else torch.int64
-        out = wf.new_zeros((m, sc))
-        winner = torch.zeros((m, sc), dtype=slot_type, device=wf.device) if want_winner else None
+        out = plan.output(wf, sc)
+        winner = plan.output(wf, sc, slot_type) if want_winner else None
         padded = torch.cat([support_points, support_points.new_zeros((1, 3))])  # finite shadow row
         for rows, nbs, ends in plan.blocks(neighbors):
             queries = query_points.index_select(0, rows)
