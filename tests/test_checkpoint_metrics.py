@@ -172,3 +172,36 @@ def test_portable_card_rewrites_absolute_paths_only():
             "c": {"d": 3, "e": "sala-als"}}
     out = portable_card(card)
     assert out == {"a": "x.laz", "b": ["als-ground:y.las", "rel/z.ply"], "c": {"d": 3, "e": "sala-als"}}
+
+
+def test_models_average_is_the_mean_of_the_weights_and_refuses_other_networks(tmp_path, capsys):
+    from pcseg.cli.main import main
+    from pcseg.models import build
+
+    paths = []
+    for seed, width in ((0, 8), (1, 8), (2, 12)):
+        torch.manual_seed(seed)
+        model = build("salanet", num_classes=3, in_features=2, width=width)
+        for m in model.modules():  # distinct running statistics too
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.normal_()
+                m.num_batches_tracked.fill_(seed + 5)
+        path = tmp_path / f"m{seed}.safetensors"
+        save_checkpoint(path, model, {"model": "salanet", "classes": {"names": ["a", "b", "c"]},
+                                      "training": {"command": f"pcseg train seed={seed}"}})
+        paths.append(path)
+    out = tmp_path / "soup.safetensors"
+    assert main(["models", "average", str(paths[0]), str(paths[1]), "-o", str(out)]) == 0
+    a, b = load_checkpoint(paths[0]).model.state_dict(), load_checkpoint(paths[1]).model.state_dict()
+    soup = load_checkpoint(out)
+    for k, v in soup.model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (a[k] + b[k]) / 2, atol=1e-6), k
+        else:
+            assert torch.equal(v, a[k]), k
+    assert soup.card["soup_of"] == ["pcseg train seed=0", "pcseg train seed=1"]
+    capsys.readouterr()
+    assert main(["models", "average", str(paths[0]), str(paths[2]), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "not the same network" in capsys.readouterr().err
+    assert main(["models", "average", str(paths[0]), str(paths[1]), "-o", str(paths[0])]) == 2
+    assert not (tmp_path / "x.safetensors").exists()

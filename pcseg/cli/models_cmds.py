@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import BadInputError, UsageError
 from .common import parse_key_values
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,23 @@ def register(app: typer.Typer) -> None:
                           f"{r['params'] / 1e6:.2f} M" if r["params"] else "?", _short(r["trained_on"]),
                           _short(r["measured_on"]))
         Console().print(table if rows else "no shipped models")
+
+    @models.command("average")
+    def average_models(
+        checkpoints: list[Path] = typer.Argument(..., help="checkpoints of one network (e.g. fine-tunings of the same model with other seeds)"),
+        output: Path = typer.Option(..., "--output", "-o", help="the averaged checkpoint (.safetensors)"),
+    ):
+        """Average the weights of checkpoints of one network (a model soup) into one checkpoint."""
+        from ..models.checkpoint import average_checkpoints, save_checkpoint
+
+        for p in checkpoints:
+            if not p.is_file():
+                raise BadInputError("no such checkpoint", str(p))
+            if p.resolve() == output.resolve():
+                raise UsageError(f"--output {output} is one of the inputs; write the average to another file")
+        ck = average_checkpoints([str(p) for p in checkpoints])
+        save_checkpoint(output, ck.model, ck.card)
+        typer.echo(f"averaged {len(checkpoints)} checkpoints of {ck.card['model']} into {output}", err=True)
 
     @models.command("info")
     def info_model(

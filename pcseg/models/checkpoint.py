@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, UsageError
 from ..io.atomic import atomic_write
 from .registry import build
 
@@ -107,6 +107,32 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", expect
         raise BadInputError(f"weights do not match network {card['model']!r} (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]})", str(path))
     model.to(device).eval()
+    return Checkpoint(model, card)
+
+
+def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
+    """The uniform average of the weights of ``paths`` (a "model soup", Wortsman et al., ICML 2022): checkpoints of
+    one network (same card ``model``, ``config`` and classes), typically fine-tuned from the same weights with
+    different seeds. Floating-point tensors are averaged in float64; integer buffers (batch norm's step count)
+    are taken from the first. The card is the first one's, with ``soup_of`` listing every input's training
+    command (or its file name when it has none)."""
+    if len(paths) < 2:
+        raise UsageError("averaging needs two checkpoints or more")
+    cks = [load_checkpoint(p) for p in paths]
+    first = cks[0].card
+    for p, ck in zip(paths[1:], cks[1:]):
+        same = all(ck.card.get(k) == first.get(k) for k in ("model", "config")) and \
+            ck.card.get("classes", {}).get("names") == first.get("classes", {}).get("names")
+        if not same:
+            raise UsageError(f"{Path(p).name} is not the same network, options and classes as {Path(paths[0]).name}; "
+                             "only checkpoints of one network can be averaged")
+    states = [ck.model.state_dict() for ck in cks]
+    averaged = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+                for k, v in states[0].items()}
+    model = cks[0].model
+    model.load_state_dict(averaged)
+    card = dict(first)
+    card["soup_of"] = [ck.card.get("training", {}).get("command") or Path(p).name for p, ck in zip(paths, cks)]
     return Checkpoint(model, card)
 
 
