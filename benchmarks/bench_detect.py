@@ -47,7 +47,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from pcseg.engine.detect import detect_points, load_detector, load_frame
+    from pcseg.engine.runtime import configure_allocator
     from pcseg.models import build
+
+    configure_allocator()  # what the pcseg command does first
 
     model, card = load_detector(args.model)
     plain = build("focals-centerpoint", **{**model.config(), "focal": False}).eval()
@@ -66,9 +69,7 @@ def main() -> None:
     print(f"detect (in process, median of {args.repeats}): with focal conv {t_focal:.3f} s, "
           f"without {t_plain:.3f} s")
     if not args.no_cli:
-        code = ("import sys, typer; from pcseg.cli.detect_cmds import register; a = typer.Typer(); register(a); "
-                "a(sys.argv[1:])")
-        cmd = [sys.executable, "-c", code, "detect", args.frame, "--model", args.model, "-o", os.devnull]
+        cmd = [sys.executable, "-m", "pcseg", "detect", args.frame, "--model", args.model, "-o", os.devnull]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         times = []
