@@ -145,6 +145,8 @@ def test_worker_processes_build_the_same_batches_and_train_the_same_model(tiles,
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [r["loss"] for r in records(tmp_path / "alone")] == [r["loss"] for r in records(tmp_path / "helped")]
+    with pytest.raises(UsageError, match="workers must be 0 or more"):
+        Trainer(tiny(data=tiles, max_steps=1, workers=-1), tmp_path / "bad")
     # the prefetcher hands the batches of its seeds in order, as the sampler builds them
     from pcseg.engine.train import BatchPrefetcher
 

@@ -254,6 +254,7 @@ class Trainer:
     # data
     def _prepare_data(self) -> None:
         cfg = self.cfg
+        check_workers(cfg.workers)
         cache = DiskCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root())
         self.cache = cache
         train_src = resolve_data(cfg.data, cfg.features, role="train", class_map=cfg.class_map,
@@ -508,6 +509,16 @@ class Trainer:
 
 # --- batches built in worker processes ----------------------------------------------------------------------
 
+def check_workers(workers: int) -> None:
+    """``workers`` is a count, and worker processes are forked (Linux, macOS): a one-line error otherwise."""
+    import multiprocessing
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UsageError(f"workers must be 0 or more, not {workers!r}")
+    if workers and "fork" not in multiprocessing.get_all_start_methods():
+        raise UsageError("workers=N forks processes, which this system cannot do; use workers=0")
+
+
 _WORKER_SAMPLER: SphereSampler | None = None
 
 
@@ -528,8 +539,7 @@ class BatchPrefetcher:
     (8 spheres of 2 m: ~0.2 s to build on one core of this project's CPU, a few ms to train on an H200)."""
 
     def __init__(self, sampler: SphereSampler, seeds: list, workers: int = 0):
-        if workers < 0:
-            raise UsageError(f"workers must be 0 or more, not {workers}")
+        check_workers(workers)
         self.sampler, self.seeds, self.next_index = sampler, seeds, 0
         self.pool, self.pending = None, []
         if workers > 0 and seeds:
