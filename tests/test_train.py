@@ -147,6 +147,10 @@ def test_worker_processes_build_the_same_batches_and_train_the_same_model(tiles,
     assert [r["loss"] for r in records(tmp_path / "alone")] == [r["loss"] for r in records(tmp_path / "helped")]
     with pytest.raises(UsageError, match="workers must be 0 or more"):
         Trainer(tiny(data=tiles, max_steps=1, workers=-1), tmp_path / "bad")
+    from pcseg.engine.train import resolve_workers
+
+    assert resolve_workers(None, torch.device("cpu")) == 0 and resolve_workers(3, torch.device("cpu")) == 3
+    assert 0 <= resolve_workers(None, torch.device("cuda")) <= 8  # by default, on a GPU: cores less two, at most 8
     # the prefetcher hands the batches of its seeds in order, as the sampler builds them
     from pcseg.engine.train import BatchPrefetcher
 
