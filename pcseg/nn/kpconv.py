@@ -104,9 +104,17 @@ class KPConv(nn.Module):
         # Neighbour features with a zero row for the shadow neighbour: it adds nothing to Eq. 1.
         padded = torch.cat([features, features.new_zeros(1, features.shape[1])], dim=0)
         neighbor_features = gather_rows(padded, neighbors)                                 # (M, H, in)
+        return self._convolve(y, neighbor_features, neighbors, n)
+
+    def _convolve(self, y: torch.Tensor, neighbor_features: torch.Tensor, neighbors: torch.Tensor,
+                  n: int) -> torch.Tensor:
+        """Eq. 1-3 (and 5 when deformable) from the relative positions ``y`` (M, H, 3) in units of sigma and the
+        gathered neighbour features (M, H, in)."""
         kernel = self.kernel_points / self.sigma                                           # (K, 3) in sigma units
         if self.deformable:
-            shifts = self.offset_conv(query_points, support_points, neighbors, features) + self.offset_bias
+            # The shift branch is a rigid KPConv over the same neighbourhoods, with the same sigma: it reads the
+            # same y and gathered features instead of building them again.
+            shifts = self.offset_conv._convolve(y, neighbor_features, neighbors, n) + self.offset_bias
             # Eq. 5 adds Delta_k(x) to x~_k and says nothing of its scale. Like the public code, we read the 3K
             # outputs in units of sigma (we work in sigma units here, so Delta_k = sigma * output in metres): the
             # same initialisation and learning rate then suit every layer scale.
