@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
-from ..nn.dense import folded_batch_norm, upsampled_skip_product
+from ..nn.dense import linear_norm, linear_norm_decode
 from ..nn.gather import neighbor_max_pool
 from ..nn.kpconv import KPConv
 from .registry import register
@@ -55,17 +55,11 @@ class UnaryBlock(nn.Module):
         self.activation = nn.LeakyReLU(LEAKY_SLOPE) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.activation(self.norm(self.linear(x)))
-        weight, bias = folded_batch_norm(self.linear, self.norm)  # eval: one product with a bias
-        return self.activation(torch.addmm(bias, x, weight.t()))
+        return self.activation(linear_norm(self.linear, self.norm, x))  # eval: one product with a bias
 
     def decode(self, coarse: torch.Tensor, index: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """This block on concat(coarse[index], skip) (:func:`pcseg.nn.dense.upsampled_skip_product`)."""
-        if self.training:
-            return self.activation(self.norm(upsampled_skip_product(self.linear.weight, coarse, index, skip)))
-        weight, bias = folded_batch_norm(self.linear, self.norm)
-        return self.activation(upsampled_skip_product(weight, coarse, index, skip, bias))
+        """This block on concat(coarse[index], skip) (:func:`pcseg.nn.dense.linear_norm_decode`)."""
+        return self.activation(linear_norm_decode(self.linear, self.norm, coarse, index, skip))
 
 
 def _conv_inputs(batch: StackedBatch, layer: int, strided: bool):

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..data.batch import PyramidSpec, StackedBatch
 from ..errors import BadInputError, UsageError
-from ..nn.dense import folded_batch_norm, upsampled_skip_product
+from ..nn.dense import linear_norm, linear_norm_decode
 from ..nn.gather import neighbor_max_pool
 from ..nn.sala import ASSIGNMENTS, REDUCTIONS, SALA
 from .registry import register
@@ -43,22 +43,16 @@ S3DIS_NEIGHBOR_LIMITS = (26, 31, 38, 41, 39)
 
 class Unary(nn.Sequential):
     """1x1 convolution on stacked points: dense layer without bias, batch norm, optional activation. In eval
-    mode the batch norm is folded into the dense layer (:func:`pcseg.nn.dense.folded_batch_norm`)."""
+    mode the batch norm is folded into the dense layer (:func:`pcseg.nn.dense.linear_norm`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return super().forward(x)
-        weight, bias = folded_batch_norm(self[0], self[1])
-        y = torch.addmm(bias, x, weight.t())
-        return self[2](y) if len(self) > 2 else y
+        return self._act(linear_norm(self[0], self[1], x))
 
     def decode(self, coarse: torch.Tensor, index: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """This layer on concat(coarse[index], skip) (:func:`pcseg.nn.dense.upsampled_skip_product`)."""
-        if self.training:
-            y = self[1](upsampled_skip_product(self[0].weight, coarse, index, skip))
-        else:
-            weight, bias = folded_batch_norm(self[0], self[1])
-            y = upsampled_skip_product(weight, coarse, index, skip, bias)
+        """This layer on concat(coarse[index], skip) (:func:`pcseg.nn.dense.linear_norm_decode`)."""
+        return self._act(linear_norm_decode(self[0], self[1], coarse, index, skip))
+
+    def _act(self, y: torch.Tensor) -> torch.Tensor:
         return self[2](y) if len(self) > 2 else y
 
 

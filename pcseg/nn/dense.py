@@ -5,6 +5,8 @@
   ~12% of the network's time.
 * :func:`upsampled_skip_product`: the dense layer of a U-Net decoder step on the concatenation of the upsampled
   coarse features and the skip link, without building either tensor.
+* :func:`linear_norm` and :func:`linear_norm_decode`: a dense layer and its batch norm, folded in eval mode, as
+  both networks' unary blocks run them.
 """
 from __future__ import annotations
 
@@ -33,3 +35,20 @@ def folded_batch_norm(linear: torch.nn.Linear, norm: torch.nn.BatchNorm1d) -> tu
     product and a pass of batch norm over the (N, C) output; equal up to float rounding."""
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     return linear.weight * scale[:, None], norm.bias - norm.running_mean * scale
+
+
+def linear_norm(linear: torch.nn.Linear, norm: torch.nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """``norm(linear(x))``: as written in training mode, one product with a bias in eval mode."""
+    if norm.training:
+        return norm(linear(x))
+    weight, bias = folded_batch_norm(linear, norm)
+    return torch.addmm(bias, x, weight.t())
+
+
+def linear_norm_decode(linear: torch.nn.Linear, norm: torch.nn.BatchNorm1d, coarse: torch.Tensor,
+                       index: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``norm(linear(concat(coarse[index], skip)))`` through :func:`upsampled_skip_product`, folded in eval mode."""
+    if norm.training:
+        return norm(upsampled_skip_product(linear.weight, coarse, index, skip))
+    weight, bias = folded_batch_norm(linear, norm)
+    return upsampled_skip_product(weight, coarse, index, skip, bias)
