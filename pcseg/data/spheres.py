@@ -93,8 +93,7 @@ def prepare_cloud(source: CloudSource | LabelledCloud, dl: float, cache: DiskCac
     hit = _cached(source, dl, cache)
     if hit is not None:
         return hit
-    identity = {"step": "grid_subsample", "dl": float(dl), "source": source.identity()}
-    fingerprint = source.fingerprint()
+    identity, fingerprint = _cache_key(source, dl)
     prepared = subsample_cloud(source.load(), dl)
     prepared.cache_key = (identity, fingerprint)
     if cache is not None:
@@ -144,11 +143,16 @@ def _prepare_one(i: int) -> PreparedCloud:
     return prepare_cloud(sources[i], dl, cache)
 
 
+def _cache_key(source: CloudSource, dl: float) -> tuple[dict, object]:
+    """(identity, fingerprint) of a source's subsampled cloud in the cache."""
+    return {"step": "grid_subsample", "dl": float(dl), "source": source.identity()}, source.fingerprint()
+
+
 def _cached(source, dl: float, cache: DiskCache | None) -> PreparedCloud | None:
+    """The source's subsampled cloud from the cache, or None (no cache, a cloud in memory, or a miss)."""
     if cache is None or isinstance(source, LabelledCloud):
         return None
-    identity = {"step": "grid_subsample", "dl": float(dl), "source": source.identity()}
-    fingerprint = source.fingerprint()
+    identity, fingerprint = _cache_key(source, dl)
     hit = cache.load("clouds", identity, fingerprint)
     if hit is None:
         return None
