@@ -134,11 +134,15 @@ def _squared_distances(kernel: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """||y_i - x~_k||^2 for kernel points (K, 3) or per-query (M, K, 3) and neighbours y (M, H, 3) -> (M, K, H).
 
     One (batched) matmul of [-2 x~, 1, ||x~||^2] by [y, ||y||^2, 1]: the (M, H, K, 3) differences are never built.
+    Always in the precision of the coordinates, also under autocast: in bfloat16 (8 significant bits) a neighbour
+    at 2.5 sigma, ||y||^2 = 6.25, would be off by up to 0.03 sigma^2, and h by as much near the kernel points.
     """
-    ones_k = kernel.new_ones(kernel.shape[:-1] + (1,))
-    kernel_aug = torch.cat([-2.0 * kernel, ones_k, (kernel * kernel).sum(-1, keepdim=True)], dim=-1)
-    y_aug = torch.cat([y, (y * y).sum(-1, keepdim=True), y.new_ones(y.shape[:-1] + (1,))], dim=-1)
-    return torch.matmul(kernel_aug, y_aug.transpose(1, 2))
+    kernel = kernel.to(y.dtype)  # deformed kernel points come out of a bfloat16 matmul under autocast
+    with torch.autocast(y.device.type, enabled=False):
+        ones_k = kernel.new_ones(kernel.shape[:-1] + (1,))
+        kernel_aug = torch.cat([-2.0 * kernel, ones_k, (kernel * kernel).sum(-1, keepdim=True)], dim=-1)
+        y_aug = torch.cat([y, (y * y).sum(-1, keepdim=True), y.new_ones(y.shape[:-1] + (1,))], dim=-1)
+        return torch.matmul(kernel_aug, y_aug.transpose(1, 2))
 
 
 def kernel_correlation(sq_dist: torch.Tensor, features: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
@@ -150,14 +154,18 @@ def kernel_correlation(sq_dist: torch.Tensor, features: torch.Tensor, neighbors:
     h > 0, a neighbour is in range of 0.7 kernel points on average, and shadow neighbours never are. So on a CPU,
     in float32 or float64, the sum runs as a sparse (M K, N) matrix of the non-zero h times the features
     (:func:`_sparse_correlation`): no (M, H, in) gather, no (M, K, H) x (M, H, in) batched matmul (whose
-    backward, an inner dimension of K, ran at 12-20 GFLOP/s here). Elsewhere it runs dense
-    (:func:`_dense_correlation`): bfloat16 (no sparse CPU kernel), GPUs (where the batched matmul is fast),
-    and under torch.export or a dispatch mode (FLOP counting, fake tensors), which see the dense product.
-    Both compute the same sum; only the order of the additions differs."""
-    if (features.device.type == "cpu" and features.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu") and not _intercepted()):
-        return _sparse_correlation(sq_dist, features, neighbors)
-    return _dense_correlation(sq_dist, features, neighbors)
+    backward, an inner dimension of K, ran at 12-20 GFLOP/s here). Under CPU bfloat16 autocast the sparse sum
+    runs in float32 (torch has no bfloat16 CSR kernel on a CPU; the sum is memory-bound anyway) and the
+    weights' matmul that follows in bfloat16. Elsewhere it runs dense (:func:`_dense_correlation`): GPUs (where
+    the batched matmul is fast), and under torch.export or a dispatch mode (FLOP counting, fake tensors), which
+    see the dense product. Both compute the same sum; only the order of the additions differs."""
+    if features.device.type != "cpu" or _intercepted():
+        return _dense_correlation(sq_dist, features, neighbors)
+    if torch.is_autocast_enabled("cpu"):
+        features = features.float()
+    if features.dtype not in (torch.float32, torch.float64):  # a network cast to half precision as a whole
+        return _dense_correlation(sq_dist, features, neighbors)
+    return _sparse_correlation(sq_dist, features, neighbors)
 
 
 def _intercepted() -> bool:
@@ -187,7 +195,7 @@ def _sparse_correlation(sq_dist: torch.Tensor, features: torch.Tensor, neighbors
         row_starts = torch.zeros(m * k + 1, dtype=torch.int64, device=sq_dist.device)
         torch.cumsum(torch.bincount(rows, minlength=m * k), 0, out=row_starts[1:])
     d = torch.sqrt(sq_dist.reshape(-1).index_select(0, triples).clamp_min(1e-12))
-    values = 1.0 - d                                                                       # h, Eq. 3
+    values = (1.0 - d).to(features.dtype)                                                  # h, Eq. 3
     return _CSRProduct.apply(values, features, row_starts, rows, columns).view(m, k, -1)
 
 
