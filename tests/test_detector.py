@@ -105,6 +105,70 @@ def test_targets_gaussians_and_perfect_prediction_decodes_to_the_boxes():
         assert abs(math.remainder(got[6] - float(b[6]), 2 * math.pi)) < 1e-4
 
 
+def test_iou_head_target_is_the_3d_iou_of_the_regressed_box():
+    """iou_head: the loss is L1 between the head at each object's centre cell and 2 IoU - 1, the IoU being that of
+    the box regressed at the cell (decoded by hand here) with the object's box (iou_3d of the box module)."""
+    from pcseg.geometry.boxes import iou_3d
+
+    model = tiny(iou_head=True).eval()
+    boxes, labels = scene_boxes()
+    t = model.targets([boxes], [labels])
+    gen = torch.Generator().manual_seed(0)
+    box_map = torch.randn(1, 8, *model.map_size, generator=gen) * 0.3
+    iou_map = torch.rand(1, 1, *model.map_size, generator=gen) * 2 - 1
+    out = {"heatmap": torch.zeros(1, 3, *model.map_size), "box": box_map, "iou": iou_map, "focal": []}
+    h, w = model.map_size
+    cx, cy = model.cell_size
+    expected = []
+    for b in boxes.numpy():
+        ix, iy = int((b[0] - model.point_range[0]) // cx), int((b[1] - model.point_range[1]) // cy)
+        code = box_map[0, :, iy, ix].numpy()
+        regressed = np.array([(ix + code[0]) * cx + model.point_range[0], (iy + code[1]) * cy + model.point_range[1],
+                              code[2], *np.exp(code[3:6]), math.atan2(code[6], code[7])])
+        iou = iou_3d(regressed[None], b[None].astype(np.float64))[0, 0]
+        expected.append(abs(float(iou_map[0, 0, iy, ix]) - (2 * iou - 1)))
+    assert float(model.iou_loss(out, t)) == pytest.approx(np.mean(expected), rel=1e-5)
+    # a box regressed exactly has IoU 1: target 1
+    flat = box_map.view(1, 8, -1)
+    flat[0, :, t["index"][0, :3]] = t["box"][0, :3].t()
+    iou_map.fill_(1.0)
+    assert float(model.iou_loss(out, t)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_iou_head_rectifies_scores():
+    """Scores become heat^(1 - alpha) IoU^alpha: a surer peak with a worse box can rank below a better box."""
+    model = tiny(iou_head=True, iou_alpha=0.5).eval()
+    h, w = model.map_size
+    heat = torch.full((1, 3, h, w), -9.0)
+    heat[0, 0, 3, 3], heat[0, 0, 12, 12] = 2.0, 1.0          # sigmoid 0.881 and 0.731
+    box = torch.zeros(1, 8, h, w)
+    box[0, 3:6] = math.log(2.0)
+    box[0, 7] = 1.0
+    iou = torch.full((1, 1, h, w), -1.0)
+    iou[0, 0, 3, 3], iou[0, 0, 12, 12] = -0.6, 0.8          # IoU 0.2 and 0.9
+    det = model.decode({"heatmap": heat, "box": box, "iou": iou}, score_thresh=0.05)[0]
+    np.testing.assert_allclose(det.scores, [math.sqrt(torch.sigmoid(torch.tensor(1.0)) * 0.9),
+                                            math.sqrt(torch.sigmoid(torch.tensor(2.0)) * 0.2)], rtol=1e-5)
+    assert det.boxes[0, 0] > det.boxes[1, 0]                  # the better box (x cell 12) comes first
+    plain = tiny().eval().decode({"heatmap": heat, "box": box}, score_thresh=0.05)[0]
+    assert plain.boxes[0, 0] < plain.boxes[1, 0]              # without the head the surer peak does
+    with pytest.raises(UsageError, match="iou_alpha"):
+        tiny(iou_head=True, iou_alpha=1.5)
+
+
+def test_init_with_options_adds_the_iou_head_and_keeps_the_weights():
+    from pcseg.engine.detect import _with_options
+
+    base = tiny()
+    extended = _with_options(base, {"iou_head": True})
+    assert extended.iou_head and not base.iou_head
+    old, new = base.state_dict(), extended.state_dict()
+    assert set(new) - set(old) and all(k.startswith("iou.") for k in set(new) - set(old))
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    with pytest.raises(UsageError, match="may only add layers"):
+        _with_options(base, {"bev_channels": 16})
+
+
 def test_heatmap_focal_loss_matches_direct_formula():
     torch.manual_seed(1)
     logits = torch.randn(1, 2, 4, 5)

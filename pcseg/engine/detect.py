@@ -152,7 +152,8 @@ class DetectTrainConfig:
     time_limit: float | None = None   # seconds; the run stops cleanly (checkpoint written) when reached
     seed: int = 0
     device: str = "auto"
-    init: str | None = None           # start from these weights (e.g. a pre-trained checkpoint)
+    init: str | None = None           # start from these weights (e.g. a pre-trained checkpoint); model_options
+    #                                   then may only add layers (iou_head=true), which start fresh
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "DetectTrainConfig":
@@ -326,6 +327,24 @@ def one_cycle(lr: float, frac: float, warmup: float = 0.05) -> float:
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def _with_options(model, options: dict):
+    """``model`` rebuilt with builder ``options`` on top of its own configuration, its weights carried over. Only
+    options that add layers (``iou_head=true``: the IoU head starts fresh) are possible; one that changes or
+    removes a trained layer is refused in one line."""
+    from ..models import build
+
+    new = build("focals-centerpoint", **{**model.config(), **options})
+    try:
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    except RuntimeError:  # a shape differs
+        missing, unexpected = [], ["(a layer of another shape)"]
+    if unexpected:
+        raise UsageError(f"model_options {options} change layers of the init model ({unexpected[0]}, ...): with init "
+                         "they may only add layers, such as iou_head=true")
+    log.info("init model extended with %s: %d new tensors start fresh", options, len(missing))
+    return new
+
+
 def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
     """Train; returns the final metrics. ``progress(step, total, loss)`` is called after each step."""
     from ..models import build, count_params
@@ -349,6 +368,8 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
     torch.manual_seed(cfg.seed)
     if cfg.init is not None:
         model = load_detector(cfg.init)[0]
+        if cfg.model_options:
+            model = _with_options(model, cfg.model_options)
     else:
         from ..models.detector import PRESETS
 

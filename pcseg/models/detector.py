@@ -12,6 +12,14 @@ Pipeline (Focals Conv §3.4 / §4.1: Focals Conv at the end of the first three b
    the centre cell, the sub-cell offset, z, log size and sin/cos of the yaw (L1);
 6. decoding: 3x3 max-pool peaks, top-K, score threshold, rotated BEV NMS per class (on CPU).
 
+``iou_head=True`` adds IoU-aware scoring (AFDetV2, Hu et al. 2022, the "IoU rectifier" of OpenPCDet's
+CenterPoint): a third head predicts, at each centre cell, the 3D IoU of the box regressed there with its
+ground-truth box (target 2 IoU - 1, L1, on the centre cells of the objects, the IoU computed on the detached
+boxes), and the score of a detection becomes heat^(1 - alpha) * IoU^alpha with ``iou_alpha`` (0.68, the value
+OpenPCDet's CenterPoint configurations give cars). A centre peak then ranks by how well its box fits as well as
+by how sure the heatmap is, which is what AP at IoU 0.7 rewards. Not in the Focals Conv paper: its KITTI
+detectors are two-stage (Voxel R-CNN), whose second stage does this work.
+
 ``fusion=True`` is Focals Conv-F (§3.3): the focal conv ending stage 1 becomes the fusion focal conv
 (:class:`pcseg.nn.focal.FocalSparseConv3dFusion`) fed by a light image backbone
 (:class:`pcseg.nn.image.ImageBackbone`, randomly initialised: the paper's is a pretrained ResNet-50 we cannot
@@ -80,7 +88,8 @@ class Detections:
 class FocalsCenterPoint(nn.Module):
     def __init__(self, class_names=CLASSES, in_features: int = 4, point_range=KITTI_RANGE, voxel_size=KITTI_VOXEL,
                  channels=(16, 32, 64, 64), focal: bool = True, tau: float = 0.5, top_ratio: float | None = None,
-                 bev_channels: int = 64, fusion: bool = False, image_width: int = 32):
+                 bev_channels: int = 64, fusion: bool = False, image_width: int = 32, iou_head: bool = False,
+                 iou_alpha: float = 0.68):
         super().__init__()
         self.class_names = list(class_names)
         self.in_features = int(in_features)
@@ -90,6 +99,9 @@ class FocalsCenterPoint(nn.Module):
         self.focal, self.tau, self.top_ratio = bool(focal), float(tau), top_ratio
         self.bev_channels = int(bev_channels)
         self.fusion, self.image_width = bool(fusion), int(image_width)
+        self.iou_head, self.iou_alpha = bool(iou_head), float(iou_alpha)
+        if not 0.0 <= self.iou_alpha <= 1.0:
+            raise UsageError(f"focals-centerpoint: iou_alpha must be in [0, 1], not {iou_alpha}")
         if len(self.point_range) != 6 or len(self.voxel_size) != 3 or len(self.channels) != 4:
             raise UsageError("focals-centerpoint: point_range has 6 values, voxel_size 3, channels 4")
         size = np.array(self.point_range[3:]) - np.array(self.point_range[:3])
@@ -128,6 +140,7 @@ class FocalsCenterPoint(nn.Module):
         self.shared = _conv2d(2 * b, b)
         self.heatmap = nn.Sequential(_conv2d(b, b), nn.Conv2d(b, len(self.class_names), 1))
         self.box = nn.Sequential(_conv2d(b, b), nn.Conv2d(b, BOX_CODE, 1))
+        self.iou = nn.Sequential(_conv2d(b, b), nn.Conv2d(b, 1, 1)) if self.iou_head else None
         nn.init.constant_(self.heatmap[-1].bias, -2.19)     # prior 0.1 (CenterNet/CenterPoint)
 
     # ------------------------------------------------------------------ configuration
@@ -135,7 +148,7 @@ class FocalsCenterPoint(nn.Module):
         return {"class_names": self.class_names, "in_features": self.in_features, "point_range": self.point_range,
                 "voxel_size": self.voxel_size, "channels": self.channels, "focal": self.focal, "tau": self.tau,
                 "top_ratio": self.top_ratio, "bev_channels": self.bev_channels, "fusion": self.fusion,
-                "image_width": self.image_width}
+                "image_width": self.image_width, "iou_head": self.iou_head, "iou_alpha": self.iou_alpha}
 
     @property
     def cell_size(self) -> tuple[float, float]:
@@ -163,7 +176,10 @@ class FocalsCenterPoint(nn.Module):
         f1 = self.bev_block1(bev)
         f2 = self.bev_up2(self.bev_block2(f1))
         feat = self.shared(torch.cat([f1, f2], 1))
-        return {"heatmap": self.heatmap(feat), "box": self.box(feat), "focal": focal_outputs}
+        out = {"heatmap": self.heatmap(feat), "box": self.box(feat), "focal": focal_outputs}
+        if self.iou_head:
+            out["iou"] = self.iou(feat)
+        return out
 
     def image_features(self, images, lidar_to_image, frames: int) -> ImageFeatures:
         """The image branch of Focals Conv-F: feature maps of the frames' images and their projections."""
@@ -221,6 +237,9 @@ class FocalsCenterPoint(nn.Module):
         l1 = (F.l1_loss(pred, t["box"], reduction="none") * t["mask"][..., None]).sum() / num
         result = {"heatmap": hm, "box": l1}
         total = hm + loc_weight * l1
+        if self.iou_head:
+            result["iou"] = self.iou_loss(out, t)
+            total = total + result["iou"]
         if out["focal"]:
             imp = 0.0
             for res in out["focal"]:
@@ -236,10 +255,37 @@ class FocalsCenterPoint(nn.Module):
         result["total"] = total
         return result
 
+    def boxes_from_codes(self, code: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """(..., 7) lidar boxes from (..., 8) box codes at flat BEV cells ``cell`` (iy * W + ix): the inverse of
+        the regression targets of :meth:`targets`."""
+        w = self.map_size[1]
+        cx, cy = self.cell_size
+        x = ((cell % w) + code[..., 0]) * cx + self.point_range[0]
+        y = ((cell // w) + code[..., 1]) * cy + self.point_range[1]
+        dims = code[..., 3:6].clamp(max=5.0).exp()
+        yaw = torch.atan2(code[..., 6], code[..., 7])
+        return torch.cat([x[..., None], y[..., None], code[..., 2:3], dims, yaw[..., None]], -1)
+
+    def iou_loss(self, out: dict, t: dict) -> torch.Tensor:
+        """L1 between the IoU head at the objects' centre cells and 2 IoU - 1, the IoU (3D) of the box the model
+        regresses there (detached) with the object's box (AFDetV2)."""
+        from ..geometry.boxes import iou_3d
+
+        index, mask = t["index"], t["mask"]
+        pred = torch.gather(out["box"].flatten(2).transpose(1, 2), 1, index[..., None].expand(-1, -1, BOX_CODE))
+        with torch.no_grad():
+            regressed = self.boxes_from_codes(pred.detach().float(), index)[mask].cpu().double().numpy()
+            truth = self.boxes_from_codes(t["box"], index)[mask].cpu().double().numpy()
+            ious = np.array([iou_3d(a[None], b[None])[0, 0] for a, b in zip(regressed, truth)])  # loop over objects
+            target = torch.from_numpy(2.0 * ious - 1.0).float().to(index.device)
+        iou = torch.gather(out["iou"].flatten(1), 1, index)[mask].float()
+        return F.l1_loss(iou, target, reduction="sum") / mask.sum().clamp_min(1)
+
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
     def decode(self, out: dict, score_thresh: float = 0.3, top_k: int = 100, nms_iou: float = 0.1) -> list[Detections]:
-        """Peaks of the heatmap (3x3 max pool), top-K, score threshold, boxes, rotated BEV NMS per class."""
+        """Peaks of the heatmap (3x3 max pool), top-K, (IoU-rectified scores,) score threshold, boxes, rotated BEV
+        NMS per class."""
         from ..geometry.boxes import nms_bev
 
         heat = torch.sigmoid(out["heatmap"])
@@ -247,14 +293,11 @@ class FocalsCenterPoint(nn.Module):
         bsz, ncls, h, w = heat.shape
         scores, flat = peaks.flatten(1).topk(min(top_k, ncls * h * w), dim=1)
         cls, cell = flat // (h * w), flat % (h * w)
-        iy, ix = cell // w, cell % w
         code = torch.gather(out["box"].flatten(2), 2, cell[:, None, :].expand(-1, BOX_CODE, -1)).transpose(1, 2)
-        cx, cy = self.cell_size
-        x = (ix + code[..., 0]) * cx + self.point_range[0]
-        y = (iy + code[..., 1]) * cy + self.point_range[1]
-        dims = code[..., 3:6].clamp(max=5.0).exp()
-        yaw = torch.atan2(code[..., 6], code[..., 7])
-        boxes = torch.cat([x[..., None], y[..., None], code[..., 2:3], dims, yaw[..., None]], -1).float().cpu().numpy()
+        boxes = self.boxes_from_codes(code, cell).float().cpu().numpy()
+        if self.iou_head:  # AFDetV2's rectification: heat^(1 - alpha) * IoU^alpha, the IoU read back from 2 IoU - 1
+            iou = ((torch.gather(out["iou"].flatten(1), 1, cell) + 1.0) / 2.0).clamp(0.0, 1.0)
+            scores = scores.pow(1.0 - self.iou_alpha) * iou.pow(self.iou_alpha)
         scores, cls = scores.float().cpu().numpy(), cls.cpu().numpy()
         results = []
         for b in range(bsz):                                            # loop over frames
@@ -321,8 +364,8 @@ def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float 
 def focals_centerpoint(class_names=CLASSES, in_features: int = 4, point_range=KITTI_RANGE, voxel_size=KITTI_VOXEL,
                        channels=(16, 32, 64, 64), focal: bool = True, tau: float = 0.5,
                        top_ratio: float | None = None, bev_channels: int = 64, fusion: bool = False,
-                       image_width: int = 32) -> FocalsCenterPoint:
+                       image_width: int = 32, iou_head: bool = False, iou_alpha: float = 0.68) -> FocalsCenterPoint:
     """Voxel backbone with focal sparse convs (Focals Conv) and a CenterPoint head: 3D boxes from lidar frames
-    (``fusion=True``: Focals Conv-F, with camera images)."""
+    (``fusion=True``: Focals Conv-F, with camera images; ``iou_head=True``: IoU-aware scores)."""
     return FocalsCenterPoint(class_names, in_features, point_range, voxel_size, channels, focal, tau, top_ratio,
-                             bev_channels, fusion, image_width)
+                             bev_channels, fusion, image_width, iou_head, iou_alpha)
