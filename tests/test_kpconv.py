@@ -195,6 +195,19 @@ def test_shadow_neighbours_contribute_nothing(real_neighbourhoods, correlation):
         torch.testing.assert_close(conv(q, s2, torch.where(nb == len(s), len(s2), nb), f2), base)
 
 
+@pytest.mark.parametrize("deformable", [False, True])
+@pytest.mark.parametrize("queries, supports", [(0, 5), (3, 0), (0, 0)])
+def test_empty_queries_or_supports(queries, supports, deformable, correlation):
+    """No query gives a (0, out) output, no support zero features; both differentiate (an empty layer of a
+    pyramid, a cloud smaller than its subsampling grid)."""
+    conv = KPConv(3, 4, radius=1.0, deformable=deformable).train()
+    f = torch.rand(supports, 3, requires_grad=True)
+    out = conv(torch.zeros(queries, 3), torch.rand(supports, 3), torch.full((queries, 2), supports), f)
+    assert out.shape == (queries, 4) and not out.any()
+    (out.sum() + (conv.last_regularization if deformable else 0)).backward()
+    assert f.grad.shape == (supports, 3)
+
+
 def test_kernel_points_travel_in_the_state_dict():
     torch.manual_seed(0)
     a = KPConv(4, 4, radius=0.1, sigma=0.04, deformable=True)

@@ -122,7 +122,7 @@ class KPConv(nn.Module):
             self.last_regularization = _regularization(sq_dist, kernel, neighbors < n) if self.training else None
         # sum_i h(y_i, x~_k) f_i for every kernel point: (M, K, in), then sum_k (.) W_k as one matmul (Eq. 1-2).
         weighted = kernel_correlation(sq_dist, features, neighbors)
-        return weighted.reshape(weighted.shape[0], -1) @ self.weights.reshape(-1, self.out_channels)
+        return weighted.flatten(1) @ self.weights.reshape(-1, self.out_channels)
 
     def _relative_positions(self, query_points, support_points, neighbors):
         far = support_points.new_full((1, 3), _SHADOW_DISTANCE * self.sigma)
@@ -196,7 +196,7 @@ def _sparse_correlation(sq_dist: torch.Tensor, features: torch.Tensor, neighbors
         torch.cumsum(torch.bincount(rows, minlength=m * k), 0, out=row_starts[1:])
     d = torch.sqrt(sq_dist.reshape(-1).index_select(0, triples).clamp_min(1e-12))
     values = (1.0 - d).to(features.dtype)                                                  # h, Eq. 3
-    return _CSRProduct.apply(values, features, row_starts, rows, columns).view(m, k, -1)
+    return _CSRProduct.apply(values, features, row_starts, rows, columns).view(m, k, features.shape[1])
 
 
 def _csr(row_starts: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
