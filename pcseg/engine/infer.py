@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,10 +89,12 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     seen = np.zeros(len(points), dtype=np.int64)
     features = np.asarray(features, dtype=np.float32)
     mid = points.mean(axis=0) if len(points) else np.zeros(3)
-    n_regions, fed = 0, 0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
+    counts = {"regions": 0, "fed": 0}
+
+    def tile_groups():
+        """Per vote (one turn of the cloud about z), the tiles grouped into batches of about ``batch_points``:
+        (turned cloud, owner tile of every point, tile centres, [(member rows, tile), ...]). A generator, so that
+        one vote's turned cloud is alive at a time."""
         for v in range(max(1, int(votes))):
             theta = 2.0 * math.pi * v / max(1, int(votes))
             c, s = math.cos(theta), math.sin(theta)
@@ -101,7 +104,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
             centre_xy = lower + side[:, None] / 2.0
             members = cKDTree(turned[:, :2]).query_ball_point(centre_xy, side / 2.0 + margin, p=np.inf,
                                                               workers=torch.get_num_threads())
-            n_regions = n_regions or len(side)
+            counts["regions"] = counts["regions"] or len(side)
             pending: list[tuple[np.ndarray, int]] = []   # (member rows, tile)
             budget = 0
             for t in range(len(side)):                  # loop over tiles
@@ -109,25 +112,44 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
                 if len(idx):
                     pending.append((idx, t))
                     budget += len(idx)
-                    fed += len(idx)
+                    counts["fed"] += len(idx)
                 if pending and (budget >= batch_points or t == len(side) - 1):
-                    centres = [np.array([*centre_xy[k], np.median(turned[i, 2])]) for i, k in pending]
-                    batch = build_batch([(turned[i] - ctr).astype(np.float32)
-                                         for (i, _), ctr in zip(pending, centres)],
-                                        [features[i] for i, _ in pending], spec).to(device)
-                    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-                        logits = model(batch).double().cpu()
-                    own = np.concatenate([owner[i] == k for i, k in pending])   # the margins only gave context
-                    index = np.concatenate([i for i, _ in pending])[own]
-                    logit_sum.index_add_(0, torch.from_numpy(index), logits[torch.from_numpy(own)])
-                    np.add.at(seen, index, 1)
-                    if progress is not None:
-                        progress(len(pending))
+                    yield turned, owner, centre_xy, pending
                     pending, budget = [], 0
+
+    def prepare(group):
+        """The batch of one group of tiles (neighbour searches: numpy and scipy, which release the GIL), and which
+        of its points the group owns: the margins only gave context."""
+        turned, owner, centre_xy, pending = group
+        centres = [np.array([*centre_xy[k], np.median(turned[i, 2])]) for i, k in pending]
+        batch = build_batch([(turned[i] - ctr).astype(np.float32) for (i, _), ctr in zip(pending, centres)],
+                            [features[i] for i, _ in pending], spec)
+        own = np.concatenate([owner[i] == k for i, k in pending])
+        return batch, own, np.concatenate([i for i, _ in pending])[own], len(pending)
+
+    was_training = model.training
+    model.eval()
+    # The next batch is built in a second thread while the network runs on this one: the same batches in the
+    # same order, so the same logits.
+    groups = tile_groups()
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as builder:
+        first = next(groups, None)
+        upcoming = builder.submit(prepare, first) if first is not None else None
+        while upcoming is not None:                 # loop over batches
+            batch, own, index, tiles = upcoming.result()
+            following = next(groups, None)
+            upcoming = builder.submit(prepare, following) if following is not None else None
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(batch.to(device)).double().cpu()
+            logit_sum.index_add_(0, torch.from_numpy(index), logits[torch.from_numpy(own)])
+            np.add.at(seen, index, 1)
+            if progress is not None:
+                progress(tiles)
     model.train(was_training)
     if not (seen == max(1, int(votes))).all():  # the tiles own every point once per vote; never return garbage
         raise RuntimeError(f"{int((seen == 0).sum())} points were seen by no region")
-    return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
+    return (logit_sum.numpy() / seen[:, None], counts["regions"],
+            counts["fed"] / max(1, len(points) * max(1, int(votes))))
 
 
 def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None):

@@ -96,7 +96,7 @@ def _drop_low_outliers(z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if len(full) <= LOW_OUTLIER_NEIGHBOURS:
         return z
     ij = np.stack(np.divmod(full, shape[1]), axis=1).astype(np.float64)
-    dist, nb = cKDTree(ij).query(ij, k=LOW_OUTLIER_NEIGHBOURS + 1)
+    dist, nb = cKDTree(ij).query(ij, k=LOW_OUTLIER_NEIGHBOURS + 1, workers=-1)  # each query on its own: same result
     around = np.median(z[full[nb[:, 1:]]], axis=1)
     outlier = z[full] < around - (LOW_OUTLIER_DROP + LOW_OUTLIER_SLOPE * dist[:, 1:].mean(axis=1))
     z = z.copy()
