@@ -205,3 +205,16 @@ def test_models_average_is_the_mean_of_the_weights_and_refuses_other_networks(tm
     assert "not the same network" in capsys.readouterr().err
     assert main(["models", "average", str(paths[0]), str(paths[1]), "-o", str(paths[0])]) == 2
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_models_list_names_what_every_shipped_model_was_trained_and_measured_on(capsys):
+    """Segmentation cards list their files; the detector's card its KITTI frames and scans."""
+    import json
+
+    from pcseg.cli.main import main
+
+    assert main(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows and all(r["trained_on"] and r["measured_on"] for r in rows.values())
+    assert "KITTI 004139" in rows["focals-kitti"]["measured_on"]
+    assert "KITTI 004139" not in rows["focals-kitti"]["trained_on"]

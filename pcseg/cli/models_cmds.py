@@ -57,10 +57,16 @@ def register(app: typer.Typer) -> None:
 
         rows = []
         for name, card in shipped().items():
+            # a detector's card names its KITTI frames and scans under training / quality
+            training = card.get("training", {})
+            trained_on = card.get("trained_on") or ([f"KITTI {f}" for f in training.get("kitti_frames", [])]
+                                                    + list(training.get("scan_frames", [])) or None)
+            measured_on = card.get("measured_on") or (
+                [f"KITTI {f}" for f in card.get("quality", {}).get("frames", [])] or None)
             rows.append({"name": name, "task": card.get("task", "segment"), "model": card.get("model"),
                          "classes": card.get("classes", {}).get("names", card.get("class_names", [])),
-                         "params": card.get("params"), "trained_on": card.get("trained_on"),
-                         "measured_on": card.get("measured_on"), "size_bytes": card.get("size_bytes")})
+                         "params": card.get("params"), "trained_on": trained_on,
+                         "measured_on": measured_on, "size_bytes": card.get("size_bytes")})
         if json_out:
             typer.echo(json.dumps(rows))
             return
