@@ -337,10 +337,10 @@ def _with_options(model, options: dict):
     try:
         missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     except RuntimeError:  # a shape differs
-        missing, unexpected = [], ["(a layer of another shape)"]
+        missing, unexpected = [], ["a layer's shape"]
     if unexpected:
-        raise UsageError(f"model_options {options} change layers of the init model ({unexpected[0]}, ...): with init "
-                         "they may only add layers, such as iou_head=true")
+        raise UsageError(f"model_options {options} change the init model ({unexpected[0]}): with init they may only "
+                         "add layers, such as iou_head=true")
     log.info("init model extended with %s: %d new tensors start fresh", options, len(missing))
     return new
 

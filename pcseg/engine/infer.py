@@ -89,12 +89,13 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     seen = np.zeros(len(points), dtype=np.int64)
     features = np.asarray(features, dtype=np.float32)
     mid = points.mean(axis=0) if len(points) else np.zeros(3)
-    counts = {"regions": 0, "fed": 0}
+    n_regions, fed = 0, 0
 
     def tile_groups():
         """Per vote (one turn of the cloud about z), the tiles grouped into batches of about ``batch_points``:
         (turned cloud, owner tile of every point, tile centres, [(member rows, tile), ...]). A generator, so that
         one vote's turned cloud is alive at a time."""
+        nonlocal n_regions, fed
         for v in range(max(1, int(votes))):
             theta = 2.0 * math.pi * v / max(1, int(votes))
             c, s = math.cos(theta), math.sin(theta)
@@ -104,7 +105,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
             centre_xy = lower + side[:, None] / 2.0
             members = cKDTree(turned[:, :2]).query_ball_point(centre_xy, side / 2.0 + margin, p=np.inf,
                                                               workers=torch.get_num_threads())
-            counts["regions"] = counts["regions"] or len(side)
+            n_regions = n_regions or len(side)
             pending: list[tuple[np.ndarray, int]] = []   # (member rows, tile)
             budget = 0
             for t in range(len(side)):                  # loop over tiles
@@ -112,7 +113,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
                 if len(idx):
                     pending.append((idx, t))
                     budget += len(idx)
-                    counts["fed"] += len(idx)
+                    fed += len(idx)
                 if pending and (budget >= batch_points or t == len(side) - 1):
                     yield turned, owner, centre_xy, pending
                     pending, budget = [], 0
@@ -148,8 +149,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     model.train(was_training)
     if not (seen == max(1, int(votes))).all():  # the tiles own every point once per vote; never return garbage
         raise RuntimeError(f"{int((seen == 0).sum())} points were seen by no region")
-    return (logit_sum.numpy() / seen[:, None], counts["regions"],
-            counts["fed"] / max(1, len(points) * max(1, int(votes))))
+    return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
 
 
 def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None):

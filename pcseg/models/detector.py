@@ -276,7 +276,7 @@ class FocalsCenterPoint(nn.Module):
         with torch.no_grad():
             regressed = self.boxes_from_codes(pred.detach().float(), index)[mask].cpu().double().numpy()
             truth = self.boxes_from_codes(t["box"], index)[mask].cpu().double().numpy()
-            ious = np.array([iou_3d(a[None], b[None])[0, 0] for a, b in zip(regressed, truth)])  # loop over objects
+            ious = np.diagonal(iou_3d(regressed, truth))    # each object's box with the one regressed for it
             target = torch.from_numpy(2.0 * ious - 1.0).float().to(index.device)
         iou = torch.gather(out["iou"].flatten(1), 1, index)[mask].float()
         return F.l1_loss(iou, target, reduction="sum") / mask.sum().clamp_min(1)

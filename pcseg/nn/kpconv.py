@@ -192,11 +192,18 @@ def _sparse_correlation(sq_dist: torch.Tensor, features: torch.Tensor, neighbors
         rows = torch.div(triples, h, rounding_mode="floor")                                # m K + k, sorted
         slots = torch.div(triples, k * h, rounding_mode="floor") * h + triples.remainder(h)
         columns = neighbors.reshape(-1).index_select(0, slots)                             # support index j
-        row_starts = torch.zeros(m * k + 1, dtype=torch.int64, device=sq_dist.device)
-        torch.cumsum(torch.bincount(rows, minlength=m * k), 0, out=row_starts[1:])
+        row_starts = _row_starts(rows, m * k)
     d = torch.sqrt(sq_dist.reshape(-1).index_select(0, triples).clamp_min(1e-12))
     values = (1.0 - d).to(features.dtype)                                                  # h, Eq. 3
     return _CSRProduct.apply(values, features, row_starts, rows, columns).view(m, k, features.shape[1])
+
+
+def _row_starts(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointers (n + 1,) of entries whose row indices are ``rows`` (any order; the entries are to be
+    taken sorted by row)."""
+    starts = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n), 0, out=starts[1:])
+    return starts
 
 
 def _csr(row_starts: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
@@ -236,9 +243,7 @@ class _CSRProduct(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             n = features.shape[0]
             order = torch.argsort(columns, stable=True)
-            starts = torch.zeros(n + 1, dtype=torch.int64, device=columns.device)
-            torch.cumsum(torch.bincount(columns, minlength=n), 0, out=starts[1:])
-            transposed = _csr(starts, rows.index_select(0, order), values.index_select(0, order),
+            transposed = _csr(_row_starts(columns, n), rows.index_select(0, order), values.index_select(0, order),
                               (n, len(row_starts) - 1))
             grad_features = _csr_times(transposed, grad)
         return grad_values, grad_features, None, None, None
