@@ -1,5 +1,5 @@
 """Spheres over a cloud: regular covering spheres and square tiles for inference, random spheres for training
-(KPConv §4.2)."""
+(KPConv §4.2); squares whose border cuts chosen objects, to measure tile-edge effects."""
 from __future__ import annotations
 
 import numpy as np
@@ -162,3 +162,40 @@ def points_in_spheres(xyz: np.ndarray, centers: np.ndarray, radius: float, tree=
     tree = tree if tree is not None else cKDTree(np.asarray(xyz, dtype=np.float64))
     lists = tree.query_ball_point(np.asarray(centers, dtype=np.float64), radius, workers=-1)
     return [np.sort(np.asarray(ix, dtype=np.int64)) for ix in lists]
+
+
+def edge_crop_centres(xy: np.ndarray, anchors: np.ndarray, size: float, count: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """(count, 2) centres of ``size`` x ``size`` squares (axis-aligned, in x, y) whose border passes through
+    anchor points, to cut objects the way a tile boundary does.
+
+    For each square: an anchor drawn from ``anchors`` ((M, 2) x, y inside the bounding box of ``xy``, e.g.
+    building or tree-crown points) and an axis, both at random. Along that axis the centre is half the side
+    away from the anchor, towards the middle of the bounding box of ``xy`` (the side with more of the cloud), so
+    the anchor lies on one side of the square and that side cuts the object it belongs to. Along the other
+    axis the centre is drawn uniformly among the positions that keep the anchor on that side and the square
+    inside the bounding box (a square wider than the box: the position that covers the whole box).
+    """
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    if not len(anchors):
+        raise ValueError("no anchor points to place crops on")
+    xy = np.asarray(xy, dtype=np.float64)[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    middle, half = (lo + hi) / 2, size / 2
+    a = anchors[rng.choice(len(anchors), size=count)]
+    axis = rng.integers(0, 2, size=count)
+    rows, other = np.arange(count), 1 - axis
+    centres = a.copy()
+    centres[rows, axis] += np.where(middle[axis] >= a[rows, axis], half, -half)
+    # along the side: anchor within the side, square within the box where it fits (else centred on the box)
+    low = np.maximum(a[rows, other] - half, np.minimum(lo[other] + half, middle[other]))
+    high = np.minimum(a[rows, other] + half, np.maximum(hi[other] - half, middle[other]))
+    centres[rows, other] = rng.uniform(low, high)
+    return centres
+
+
+def square_crop(xy: np.ndarray, centre: np.ndarray, size: float) -> np.ndarray:
+    """Sorted int64 indices of the points within the ``size`` x ``size`` square (axis-aligned, in x, y) centred
+    on ``centre``, borders included."""
+    offset = np.abs(np.asarray(xy, dtype=np.float64)[:, :2] - np.asarray(centre, dtype=np.float64)[:2])
+    return np.flatnonzero(np.all(offset <= size / 2, axis=1)).astype(np.int64)
