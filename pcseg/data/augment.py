@@ -18,7 +18,11 @@ and their sources:
   zeroed with probability 0.2, the constant-1 channel is kept) follows KPConv-PyTorch, which keeps colours
   with probability 0.8.
 
-Features other than colour are not changed: the ``z`` channel is the height in the original cloud (see
+* echo drop (not in the papers; pcseg's airborne models): the ``echo`` columns of a sphere are zeroed with
+  probability ``echo_drop``, the input of a file without return numbers, so that one model reads x, y, z-only
+  files and files with returns alike.
+
+Features other than colour and echoes are not changed: the ``z`` channel is the height in the original cloud (see
 :mod:`pcseg.data.features`), so it does not follow the scaling.
 """
 from __future__ import annotations
@@ -39,12 +43,13 @@ class Augmentation:
     flip_axes: tuple[bool, bool, bool] = (True, False, False)
     jitter_sigma: float = 0.001
     color_drop: float = 0.2
+    echo_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError("scaling needs 0 < scale_min <= scale_max")
-        if self.jitter_sigma < 0 or not 0 <= self.color_drop <= 1:
-            raise ValueError("jitter_sigma must be >= 0 and color_drop in [0, 1]")
+        if self.jitter_sigma < 0 or not 0 <= self.color_drop <= 1 or not 0 <= self.echo_drop <= 1:
+            raise ValueError("jitter_sigma must be >= 0, color_drop and echo_drop in [0, 1]")
 
     @classmethod
     def sala_s3dis(cls) -> "Augmentation":
@@ -80,13 +85,16 @@ class Augmentation:
         features: np.ndarray,
         rng: np.random.Generator,
         rgb_columns: slice | None = None,
+        echo_columns: slice | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented copies of ``points`` (n, 3) and ``features`` (n, F); ``rgb_columns``: the colour columns
-        (from :func:`pcseg.data.features.channel_slices`), None when there is no colour."""
+        """Augmented copies of ``points`` (n, 3) and ``features`` (n, F); ``rgb_columns`` / ``echo_columns``: the
+        colour / echo columns (from :func:`pcseg.data.features.channel_slices`), None when there are none."""
         pts = np.asarray(points, dtype=np.float64) @ self.matrix(rng)
         if self.jitter_sigma > 0:
             pts = pts + rng.normal(0.0, self.jitter_sigma, size=pts.shape)
         feats = np.array(features, dtype=np.float32, copy=True)
         if rgb_columns is not None and self.color_drop > 0 and rng.random() < self.color_drop:
             feats[:, rgb_columns] = 0.0
+        if echo_columns is not None and self.echo_drop > 0 and rng.random() < self.echo_drop:
+            feats[:, echo_columns] = 0.0
         return pts, feats

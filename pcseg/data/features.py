@@ -24,6 +24,20 @@ Channels (names accepted by ``--features``, in the order given):
     reads x, y, z and nothing a sensor stores differently, and it follows hilly terrain where ``z`` (height
     above the tile's lowest point) does not. It depends on the neighbourhood, so a cloud processed in pieces
     computes it per piece with a margin of more than half the window (:func:`fill_local_features`).
+``terrain`` (2 columns)
+    Height above two label-free ground estimates, in units of 10 m clipped to [-0.5, 6] like ``hag``: the
+    10 m opening of ``hag`` (follows steep terrain, takes roofs wider than 10 m for ground) and the
+    progressive morphological terrain model :func:`pcseg.geometry.ground.terrain_surface` (windows up to
+    256 m with PMF's slope thresholds and a step test: roofs up to 256 m wide, and roofs cut by the tile's
+    edge, stand above it; cells sized to the survey's point spacing, so a 0.3 points/m² tile gets a surface
+    as whole as a dense one). A neighbourhood channel like ``hag``, with a margin of half the widest window.
+``echo`` (4 columns)
+    What the return numbers say, the same on every sensor (ASPRS ``return_number`` / ``number_of_returns``):
+    whether the cloud records them, single return (1 of 1: roofs, bare ground), first of several (the top
+    of a canopy) and last of several (what is below it). Intensity, whose scale differs by sensor, stays out.
+    A cloud without usable return numbers (no such fields, or every ``number_of_returns`` 0, or a
+    ``return_number`` above ``number_of_returns`` on more than 1 % of the points) gets four zero columns: the
+    input a model trained with ``echo_drop`` learnt for x, y, z-only files. Never an error.
 ``intensity`` (1 column)
     Return strength: floats already in [0, 1] (SemanticKITTI remission) are kept; anything else is divided
     by the cloud's 99th percentile and clipped to [0, 1], because sensors store intensity on very different
@@ -48,11 +62,13 @@ import numpy as np
 
 from ..errors import BadInputError, UsageError
 
-CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "hag": 2, "intensity": 1}
+CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "hag": 2, "terrain": 2, "echo": 4, "intensity": 1}
 """Number of columns of each channel."""
 
-LOCAL_CHANNELS = ("hag",)
+LOCAL_CHANNELS = ("hag", "terrain")
 """Channels computed from a point's neighbourhood (not from the point and whole-cloud statistics alone)."""
+GROUND_CHANNELS = ("hag", "terrain")
+"""Channels that read heights above label-free ground estimates (:func:`ground_surfaces`)."""
 
 HAG_CELL, HAG_WINDOWS, HAG_UNIT, HAG_RANGE = 1.0, (10.0, 40.0), 10.0, (-0.5, 6.0)
 """``hag``: raster cell and opening windows (m), unit (m) and clipping range (in units)."""
@@ -64,6 +80,7 @@ FEATURE_PRESETS = {
     "sala-scannet": ("one", "rgb"),  # SALA supp. B.2: RGB1
     "lidar": ("one", "intensity"),  # SemanticKITTI / airborne lidar without colour
     "als-geometry": ("one", "hag"),  # airborne lidar from any sensor: x, y, z only
+    "als-terrain-echo": ("one", "terrain", "echo"),  # airborne lidar: x, y, z and return numbers
 }
 """Paper input channels (the trainer's presets pick one; order within a preset is the column order)."""
 
@@ -85,6 +102,8 @@ def parse_channels(channels: str | Sequence[str]) -> tuple[str, ...]:
         raise UsageError(f"unknown feature channel(s) {', '.join(unknown)} (known: {', '.join(CHANNEL_WIDTHS)})")
     if len(set(channels)) != len(channels):
         raise UsageError(f"feature channels repeated in {','.join(channels)}")
+    if set(GROUND_CHANNELS) <= set(channels):
+        raise UsageError(f"feature channels {' and '.join(GROUND_CHANNELS)} both read ground estimates; choose one")
     return channels
 
 
@@ -158,6 +177,31 @@ class FeatureStats:
     intensity_scale: float = 1.0
 
 
+def local_margin(channels: Sequence[str]) -> float:
+    """Metres of context a piece of a cloud needs around it for its neighbourhood channels to equal the whole
+    cloud's (half the widest opening window, plus a cell)."""
+    from ..geometry.ground import TERRAIN_MAX_WINDOW
+
+    channels = parse_channels(channels)
+    margin = HAG_WINDOWS[-1] / 2 + HAG_CELL if "hag" in channels else 0.0
+    return max(margin, TERRAIN_MAX_WINDOW / 2 + 5.0) if "terrain" in channels else margin
+
+
+def terrain_surfaces(xyz: np.ndarray) -> list:
+    """The two label-free ground estimates the ``terrain`` channel reads: the 10 m opening of ``hag`` and the
+    progressive morphological terrain model (:func:`pcseg.geometry.ground.terrain_surface`)."""
+    from ..geometry.ground import opening_surfaces, terrain_surface
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    return [opening_surfaces(xyz, HAG_CELL, HAG_WINDOWS[:1])[0], terrain_surface(xyz)]
+
+
+def ground_surfaces(xyz: np.ndarray, channels: Sequence[str]) -> list:
+    """The ground estimates a model with input ``channels`` reads and its building test measures heights above:
+    :func:`terrain_surfaces` for a ``terrain`` model, :func:`hag_surfaces` otherwise."""
+    return terrain_surfaces(xyz) if "terrain" in parse_channels(channels) else hag_surfaces(xyz)
+
+
 def hag_surfaces(xyz: np.ndarray) -> list:
     """The two label-free ground estimates the ``hag`` channel reads (opening surfaces with its cell and
     windows, :func:`pcseg.geometry.ground.opening_surfaces`) of a non-empty cloud."""
@@ -166,13 +210,13 @@ def hag_surfaces(xyz: np.ndarray) -> list:
     return opening_surfaces(np.asarray(xyz, dtype=np.float64).reshape(-1, 3), HAG_CELL, HAG_WINDOWS)
 
 
-def height_above_ground_feature(xyz: np.ndarray, surfaces: list | None = None) -> np.ndarray:
-    """(N, 2) float32 ``hag`` channel of a cloud (see the module docstring); ``surfaces``: its
-    :func:`hag_surfaces` when the caller already has them."""
+def height_above_ground_feature(xyz: np.ndarray, surfaces: list | None = None, channel: str = "hag") -> np.ndarray:
+    """(N, 2) float32 ``hag`` or ``terrain`` channel of a cloud (see the module docstring); ``surfaces``: its
+    :func:`ground_surfaces` when the caller already has them."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     if not len(xyz):
-        return np.zeros((0, len(HAG_WINDOWS)), np.float32)
-    surfaces = hag_surfaces(xyz) if surfaces is None else surfaces
+        return np.zeros((0, CHANNEL_WIDTHS[channel]), np.float32)
+    surfaces = ground_surfaces(xyz, (channel,)) if surfaces is None else surfaces
     h = np.stack([s.height(xyz) for s in surfaces], axis=1) / HAG_UNIT
     return np.clip(h, *HAG_RANGE).astype(np.float32)
 
@@ -181,9 +225,33 @@ def fill_local_features(features: np.ndarray, xyz: np.ndarray, channels: Sequenc
     """Compute the neighbourhood channels (:data:`LOCAL_CHANNELS`) of a piece of a cloud in place: the columns
     :func:`make_features` left as NaN with ``local=False``. Returns ``features``."""
     for c, cols in channel_slices(channels).items():
-        if c == "hag":
-            features[:, cols] = height_above_ground_feature(xyz)
+        if c in GROUND_CHANNELS:
+            features[:, cols] = height_above_ground_feature(xyz, channel=c)
     return features
+
+
+ECHO_INCONSISTENT_SHARE = 0.01
+"""Return numbers are unusable when more than this share of points has ``return_number`` above
+``number_of_returns`` (or either is 0 where the other is not)."""
+
+
+def echo_feature(fields: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """(N, 4) float32 ``echo`` channel (see the module docstring): recorded, single, first of several, last of
+    several; all zero where the cloud has no usable return numbers."""
+    out = np.zeros((n, 4), np.float32)
+    if n == 0 or "return_number" not in fields or "number_of_returns" not in fields:
+        return out
+    r = np.asarray(fields["return_number"]).astype(np.int64)
+    m = np.asarray(fields["number_of_returns"]).astype(np.int64)
+    bad = (r > m) | (r < 1) | (m < 1)
+    if not np.any(m) or bad.mean() > ECHO_INCONSISTENT_SHARE:
+        return out
+    ok = ~bad
+    out[:, 0] = 1.0
+    out[:, 1] = ok & (m == 1)
+    out[:, 2] = ok & (m > 1) & (r == 1)
+    out[:, 3] = ok & (m > 1) & (r == m)
+    return out
 
 
 def make_features(
@@ -203,8 +271,8 @@ def make_features(
     leaves the neighbourhood channels NaN, for :func:`fill_local_features` on a spatial piece with margin;
     color_optional: the model was trained with colour dropped to zero on part of its spheres (the card's
     ``color_drop``), so a cloud without colour gets zero ``rgb`` columns, the input it learnt for that case,
-    instead of an error; hag: the cloud's :func:`hag_surfaces`, when the caller computed them (they are
-    reused, not recomputed).
+    instead of an error; hag: the cloud's :func:`ground_surfaces` for ``channels``, when the caller computed
+    them (they are reused, not recomputed).
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     n = len(xyz)
@@ -212,8 +280,10 @@ def make_features(
     for c in parse_channels(channels):
         if c == "one":
             cols.append(np.ones((n, 1), np.float32))
-        elif c == "hag":
-            cols.append(height_above_ground_feature(xyz, hag) if local else np.full((n, 2), np.nan, np.float32))
+        elif c in GROUND_CHANNELS:
+            cols.append(height_above_ground_feature(xyz, hag, c) if local else np.full((n, 2), np.nan, np.float32))
+        elif c == "echo":
+            cols.append(echo_feature(fields, n))
         elif c == "z":
             z_min = stats.z_min if stats is not None else (xyz[:, 2].min() if n else 0.0)
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))

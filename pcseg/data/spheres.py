@@ -39,7 +39,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import BadInputError, UsageError
-from ..geometry import grid_subsample, neighborhood_sizes, radius_neighbors
+from ..geometry import grid_subsample, neighborhood_sizes, radius_neighbors, thin_to_density
 from .augment import Augmentation
 from .batch import PyramidSpec, StackedBatch, build_batch
 from .cache import DiskCache, stable_hash
@@ -195,6 +195,11 @@ class SphereSampler:
     ``synthetic:``), the others in real clouds, whatever their sizes; within each group centres are drawn as
     the other settings say (class-balanced, partial share, per cloud). None draws among all clouds alike.
     A share that needs a group the data lacks (0.5 with no synthetic room) is a :class:`UsageError`.
+    thin: (lowest, highest) density in points/m^2: a share ``thin_share`` of the spheres is thinned at random to
+    a density drawn log-uniformly between them (:func:`pcseg.geometry.thin_to_density`; a sphere already
+    sparser is kept whole), so that sparse surveys (0.1-0.3 points/m^2) lie inside the training distribution
+    even where the training tiles are dense. Thinning comes before the augmentation; the features stay those
+    of the whole cloud.
     """
 
     def __init__(
@@ -208,6 +213,8 @@ class SphereSampler:
         partial_share: float | None = None,
         per_cloud: bool = False,
         synthetic_share: float | None = None,
+        thin: tuple[float, float] | None = None,
+        thin_share: float = 0.5,
     ):
         if not clouds:
             raise ValueError("the sampler needs at least one cloud")
@@ -223,6 +230,11 @@ class SphereSampler:
         self.balance_classes = balance_classes
         self.augmentation = augmentation
         self.rgb_columns = channel_slices(self.clouds[0].channels).get("rgb")
+        self.echo_columns = channel_slices(self.clouds[0].channels).get("echo")
+        if thin is not None and not (0 < thin[0] <= thin[1] and 0 <= thin_share <= 1):
+            raise UsageError(f"thin_density needs 0 < lowest <= highest and thin_share in [0, 1], got {list(thin)} "
+                             f"and {thin_share}")
+        self.thin, self.thin_share = (None if thin is None else (float(thin[0]), float(thin[1]))), float(thin_share)
         sizes = np.array([len(c) for c in self.clouds], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)])
         labels = np.concatenate([c.labels for c in self.clouds])
@@ -272,6 +284,9 @@ class SphereSampler:
             cloud = self.clouds[ci]
             center = cloud.points[pi]
             idx = np.asarray(cloud.tree.query_ball_point(center, self.radius), dtype=np.int64)
+            if self.thin is not None and rng.random() < self.thin_share:
+                target = float(np.exp(rng.uniform(np.log(self.thin[0]), np.log(self.thin[1]))))
+                idx = idx[thin_to_density(cloud.points[idx], target, rng)]
             # A sphere around an isolated point would make a batch that batch norm cannot train on (a batch
             # is cut at the point budget, so it may hold that sphere alone): redraw it like an unlabelled one.
             if len(idx) >= MIN_SPHERE_POINTS and np.any(cloud.labels[idx] != IGNORE):
@@ -283,7 +298,7 @@ class SphereSampler:
         pts = cloud.points[idx] - center
         feats = cloud.features[idx]
         if self.augmentation is not None:
-            pts, feats = self.augmentation(pts, feats, rng, self.rgb_columns)
+            pts, feats = self.augmentation(pts, feats, rng, self.rgb_columns, self.echo_columns)
         return Sphere(pts, np.asarray(feats, dtype=np.float32), cloud.labels[idx], center, ci, idx)
 
     def sample_spheres(self, rng: np.random.Generator) -> list[Sphere]:
@@ -320,6 +335,8 @@ class SphereSampler:
         """Identifies the data and settings (for caching calibrations); clouds given in memory count by size."""
         key = [[c.cache_key if c.cache_key is not None else ["memory", c.source, len(c)] for c in self.clouds],
                self.radius, self.balance_classes, self.point_budget]
+        if self.thin is not None:
+            key = key + [["thin", *self.thin, self.thin_share]]
         return key + [self.synthetic_share] if self.synthetic_share is not None else key
 
 

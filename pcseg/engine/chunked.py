@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import FeatureStats, fill_local_features, make_features, parse_channels
+from ..data.features import FeatureStats, fill_local_features, local_margin, make_features, parse_channels
 from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
@@ -79,7 +79,9 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
     area = max((hi[0] - lo[0]) * (hi[1] - lo[1]), 1e-9)
     size = max(math.sqrt(area * tile_points / max(n, 1)), radius)
     nx, ny = int(math.ceil((hi[0] - lo[0] + 1e-9) / size)), int(math.ceil((hi[1] - lo[1] + 1e-9) / size))
-    margin = radius + 2 * dl0   # more than the inference tiles' margin (1 - coverage) r: full context
+    # more than the inference tiles' margin (1 - coverage) r: full context; and whatever the neighbourhood
+    # channels need to equal the whole file's (half the widest ground window)
+    margin = max(radius + 2 * dl0, local_margin(channels))
     scratch = Path(tempfile.mkdtemp(prefix="pcseg-tiles-", dir=os.environ.get("TMPDIR")))
     try:
         f_dim = None

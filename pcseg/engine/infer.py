@@ -18,7 +18,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
-from ..data.features import has_color, hag_surfaces, make_features
+from ..data.features import GROUND_CHANNELS, ground_surfaces, has_color, make_features
 from ..geometry import grid_subsample
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
@@ -32,7 +32,8 @@ class Segmentation:
     and ``proba`` ((N, C) float32 or None);
     ``sub_points`` counts the subsampled points the network saw, ``regions`` the inference regions of one vote,
     ``passes`` how many times a subsampled point went through the network per vote (mean); ``seconds`` the time
-    spent; ``hag`` the ground estimates of the ``hag`` input channel (:func:`pcseg.data.features.hag_surfaces`)
+    spent; ``hag`` the ground estimates of the ``hag`` or ``terrain`` input channel
+    (:func:`pcseg.data.features.ground_surfaces`)
     for a model that reads it, which the building test reuses."""
 
     labels: np.ndarray
@@ -154,7 +155,7 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
 
 def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None):
     """(pyramid spec with the card's neighbour caps, the cloud grid-subsampled at dl0 with its input channels):
-    what :func:`vote_logits` reads. ``hag``: the cloud's :func:`pcseg.data.features.hag_surfaces`, when the
+    what :func:`vote_logits` reads. ``hag``: the cloud's :func:`pcseg.data.features.ground_surfaces`, when the
     caller computed them."""
     card = ckpt.card
     spec = ckpt.model.pyramid_spec
@@ -177,7 +178,8 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     t0 = time.perf_counter()
     card, model = ckpt.card, ckpt.model
     radius = float(card["sphere_radius"])
-    hag = hag_surfaces(cloud.xyz) if "hag" in card["features"] and len(cloud) else None
+    grounded = any(c in GROUND_CHANNELS for c in card["features"])
+    hag = ground_surfaces(cloud.xyz, card["features"]) if grounded and len(cloud) else None
     spec, sub = prepare_inputs(ckpt, cloud, hag)
     mean_logits, n_regions, passes = vote_logits(model, spec, sub.points, sub.features, radius,
                                                  len(card["classes"]["names"]), votes, device, batch_points,

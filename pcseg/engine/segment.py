@@ -70,7 +70,7 @@ def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels
                      runner_up: np.ndarray, hag: list | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(labels after the building and ground tests, height above the predicted ground of every point) for a
     model with height rules (:func:`airborne_rules`); else (labels, None). ``runner_up``: every point's second
-    most likely class, ``hag``: the ``hag`` channel's ground estimates of this ``xyz`` when the inference made
+    most likely class, ``hag``: the ``hag`` / ``terrain`` channel's ground estimates of this ``xyz`` when the inference made
     them (both from :class:`pcseg.engine.infer.Segmentation`)."""
     if rules is None:
         return labels, None
@@ -78,7 +78,7 @@ def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels
     ground = cmap.index(rules["ground_class"])
     if rules["building_min_height"] is not None:
         labels = refine_buildings(xyz, labels, runner_up, cmap.index(rules["building_class"]),
-                                  rules["building_min_height"], hag)
+                                  rules["building_min_height"], hag, ck.card["features"])
     if np.isfinite(rules["ground_tolerance"]):
         labels = refine_ground(xyz, labels, ground, cmap.index(rules["vegetation_class"]),
                                float(rules["ground_tolerance"]), int(rules["ground_neighbours"]))

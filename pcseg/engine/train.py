@@ -59,6 +59,9 @@ class TrainConfig:
     label_field: str | None = None
     augmentation: str = "sala-s3dis"
     color_drop: float | None = None  # share of spheres whose colour is set to zero (None: the augmentation's)
+    echo_drop: float | None = None  # share of spheres whose echo columns are set to zero (None: the augmentation's)
+    thin_density: list[float] | None = None  # [lowest, highest] points/m^2 a thinned sphere is drawn between
+    thin_share: float = 0.5  # share of spheres thinned when thin_density is set (see SphereSampler)
     balance_classes: bool = False
     partial_share: float | None = 0.25  # share of sphere centres on partially labelled points (None: uniform)
     per_cloud: bool = False  # draw each sphere's cloud uniformly first (see SphereSampler)
@@ -290,10 +293,18 @@ class Trainer:
             if not 0 <= cfg.color_drop <= 1:
                 raise UsageError(f"color_drop must be in [0, 1], got {cfg.color_drop}")
             self.augmentation = dataclasses.replace(self.augmentation, color_drop=float(cfg.color_drop))
+        if cfg.echo_drop is not None:
+            if not 0 <= cfg.echo_drop <= 1:
+                raise UsageError(f"echo_drop must be in [0, 1], got {cfg.echo_drop}")
+            self.augmentation = dataclasses.replace(self.augmentation, echo_drop=float(cfg.echo_drop))
+        thin = cfg.thin_density
+        if thin is not None and (len(thin) != 2 or not 0 < float(thin[0]) <= float(thin[1])):
+            raise UsageError(f"thin_density needs two densities [lowest, highest] > 0 in points/m^2, got {thin}")
         sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
                                 balance_classes=cfg.balance_classes, augmentation=self.augmentation,
                                 partial_share=cfg.partial_share, per_cloud=cfg.per_cloud,
-                                synthetic_share=cfg.synthetic_share)
+                                synthetic_share=cfg.synthetic_share,
+                                thin=None if thin is None else (float(thin[0]), float(thin[1])), thin_share=cfg.thin_share)
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
         sampler.point_budget = int(budget)
         if cfg.neighbor_limits is not None:
@@ -370,6 +381,11 @@ class Trainer:
             # a model that saw colourless spheres reads clouds without colour (pcseg.data.features)
             **({"color_drop": self.augmentation.color_drop}
                if "rgb" in cfg.features and self.augmentation.color_drop > 0 else {}),
+            # a model that saw spheres without return numbers reads files without them (zero echo columns)
+            **({"echo_drop": self.augmentation.echo_drop}
+               if "echo" in cfg.features and self.augmentation.echo_drop > 0 else {}),
+            **({"thin_density": [float(v) for v in cfg.thin_density], "thin_share": cfg.thin_share}
+               if cfg.thin_density is not None else {}),
         }
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:

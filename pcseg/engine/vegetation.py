@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.features import hag_surfaces
+from ..data.features import ground_surfaces
 from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height,
                                points_surface, vegetation_codes)
 
@@ -51,22 +51,23 @@ def default_building_test(names) -> dict | None:
         return None
     return {"building_class": "building", "min_height": BUILDING_MIN_HEIGHT,
             "source": "a point called building that stands less than min_height above both label-free ground "
-                      "estimates of the hag input channel takes the network's next most likely class"}
+                      "estimates of the hag (or terrain) input channel takes the network's next most likely class"}
 
 
 def refine_buildings(xyz: np.ndarray, labels: np.ndarray, runner_up: np.ndarray, building_id: int,
-                     min_height: float, surfaces: list | None = None) -> np.ndarray:
+                     min_height: float, surfaces: list | None = None, channels=("hag",)) -> np.ndarray:
     """Labels with every point called ``building_id`` that stands less than ``min_height`` metres above both
     ground estimates of the ``hag`` channel (:func:`pcseg.data.features.hag_surfaces`: 1 m cells opened with
-    10 m and 40 m windows, in float64) given its ``runner_up`` class instead. ``surfaces``: those estimates of
-    this ``xyz`` when the caller has them."""
+    10 m and 40 m windows, in float64; for a model reading ``terrain`` instead, that channel's 10 m opening and
+    terrain model: :func:`pcseg.data.features.ground_surfaces` of the model's input ``channels``) given its
+    ``runner_up`` class instead. ``surfaces``: those estimates of this ``xyz`` when the caller has them."""
     labels = np.asarray(labels).copy()
     building = np.flatnonzero(labels == building_id)
     if not len(building):
         return labels
     # both estimates are computed over the whole cloud: the openings need the neighbourhood, not just the roofs
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    surfaces = hag_surfaces(xyz) if surfaces is None else surfaces
+    surfaces = ground_surfaces(xyz, channels) if surfaces is None else surfaces
     height = np.max([s.height(xyz[building]) for s in surfaces], axis=0)
     low = building[height < min_height]
     labels[low] = np.asarray(runner_up)[low]
