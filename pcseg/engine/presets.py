@@ -99,13 +99,13 @@ PRESETS: dict[str, dict] = {
                   "last of several), the echo columns zeroed on 30% of the spheres so that x, y, z-only files "
                   "keep the model; half of the spheres thinned to a density drawn log-uniformly in 0.1-50 "
                   "points/m^2 (sparse surveys inside the training distribution); classes, dl0 0.5 m, 25 m "
-                  "spheres, tile sampling and optimiser of als-salanet-xyz, 20 epochs of 250 steps, learning "
-                  "rate divided by 10 every 10 epochs (the shipped sala-als schedule)",
+                  "spheres, tile sampling and optimiser of als-salanet-xyz, 12 epochs of 250 steps, learning "
+                  "rate divided by 10 every 6 epochs",
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "terrain", "echo"],
         "dl0": 0.5, "sphere_radius": 25.0, "class_map": "als", "augmentation": "kpconv",
         "echo_drop": 0.3, "thin_density": [0.1, 50.0], "thin_share": 0.5,
         "per_cloud": True, **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
-                                "lr_decay_epochs": 10}, "epochs": 20, "val_every": 4,
+                                "lr_decay_epochs": 6}, "epochs": 12, "val_every": 6,
     },
     "als-salanet-xyz-tiny": {
         "source": "SALANet C=12, S=2 with 16 neighbours per layer: the student of `pcseg distill --teacher "
