@@ -38,6 +38,20 @@ Channels (names accepted by ``--features``, in the order given):
     A cloud without usable return numbers (no such fields, or every ``number_of_returns`` 0, or a
     ``return_number`` above ``number_of_returns`` on more than 1 % of the points) gets four zero columns: the
     input a model trained with ``echo_drop`` learnt for x, y, z-only files. Never an error.
+``shape`` (6 columns)
+    Indoor geometry from x, y, z alone, label-free (:mod:`pcseg.geometry.shape`): the normal's vertical component
+    ``|n_z|`` (1 on floors, ceilings and table tops, 0 on walls and doors), planarity ``(l2 - l3) / l1`` and
+    linearity ``(l1 - l2) / l1`` (eigenvalues ``l1 >= l2 >= l3`` of the covariance of the 24 nearest points of
+    the cloud grid-subsampled at 4 cm, so that S3DIS, ScanNet and the generated rooms, sampled at different
+    densities, get the same neighbourhoods); then the height above the room's floor and the depth below its
+    ceiling in metres, clipped to [-0.5, 4], and 1 where a ceiling was found, 0 where none was (the depth
+    column then holds 4: no ceiling within reach). Floor and ceiling are estimated from the cloud's own points
+    (:func:`pcseg.geometry.shape.room_levels`): the lowest and the highest horizontal surface covering a share
+    of the room's footprint, the ceiling at least 2 m above the floor with the walls ending there; a room
+    scanned or cropped without its ceiling gets none, never the top of a bookcase. Computed on the whole
+    cloud before subsampling and augmentation (the heights do not follow the scaling, like ``z``), at training
+    and at inference alike. A neighbourhood channel: a cloud processed in pieces computes it per piece with
+    its margin (:func:`fill_local_features`), each piece estimating its own floor and ceiling.
 ``intensity`` (1 column)
     Return strength: floats already in [0, 1] (SemanticKITTI remission) are kept; anything else is divided
     by the cloud's 99th percentile and clipped to [0, 1], because sensors store intensity on very different
@@ -62,10 +76,10 @@ import numpy as np
 
 from ..errors import BadInputError, UsageError
 
-CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "hag": 2, "terrain": 2, "echo": 4, "intensity": 1}
+CHANNEL_WIDTHS = {"one": 1, "rgb": 3, "z": 1, "hag": 2, "terrain": 2, "echo": 4, "intensity": 1, "shape": 6}
 """Number of columns of each channel."""
 
-LOCAL_CHANNELS = ("hag", "terrain")
+LOCAL_CHANNELS = ("hag", "terrain", "shape")
 """Channels computed from a point's neighbourhood (not from the point and whole-cloud statistics alone)."""
 GROUND_CHANNELS = ("hag", "terrain")
 """Channels that read heights above label-free ground estimates (:func:`ground_surfaces`)."""
@@ -81,6 +95,8 @@ FEATURE_PRESETS = {
     "lidar": ("one", "intensity"),  # SemanticKITTI / airborne lidar without colour
     "als-geometry": ("one", "hag"),  # airborne lidar from any sensor: x, y, z only
     "als-terrain-echo": ("one", "terrain", "echo"),  # airborne lidar: x, y, z and return numbers
+    "sala-s3dis-shape": ("one", "rgb", "z", "shape"),  # SALA's ZRGB1 + indoor geometry (issue #28)
+    "sala-xyz-shape": ("one", "z", "shape"),  # indoor scans without colour: 1 + Z + indoor geometry
 }
 """Paper input channels (the trainer's presets pick one; order within a preset is the column order)."""
 
@@ -179,12 +195,14 @@ class FeatureStats:
 
 def local_margin(channels: Sequence[str]) -> float:
     """Metres of context a piece of a cloud needs around it for its neighbourhood channels to equal the whole
-    cloud's (half the widest opening window, plus a cell)."""
+    cloud's: half the widest opening window plus a cell. The terrain model's widest window is the first of its
+    series (2^k + 1 cells) that spans 256 m, which on a sparse survey's coarse cells can span up to twice that."""
     from ..geometry.ground import TERRAIN_MAX_WINDOW
 
     channels = parse_channels(channels)
     margin = HAG_WINDOWS[-1] / 2 + HAG_CELL if "hag" in channels else 0.0
-    return max(margin, TERRAIN_MAX_WINDOW / 2 + 5.0) if "terrain" in channels else margin
+    margin = max(margin, SHAPE_MARGIN) if "shape" in channels else margin
+    return max(margin, TERRAIN_MAX_WINDOW + 5.0) if "terrain" in channels else margin
 
 
 def terrain_surfaces(xyz: np.ndarray) -> list:
@@ -227,6 +245,8 @@ def fill_local_features(features: np.ndarray, xyz: np.ndarray, channels: Sequenc
     for c, cols in channel_slices(channels).items():
         if c in GROUND_CHANNELS:
             features[:, cols] = height_above_ground_feature(xyz, channel=c)
+        elif c == "shape":
+            features[:, cols] = shape_feature(xyz)
     return features
 
 
@@ -284,6 +304,8 @@ def make_features(
             cols.append(height_above_ground_feature(xyz, hag, c) if local else np.full((n, 2), np.nan, np.float32))
         elif c == "echo":
             cols.append(echo_feature(fields, n))
+        elif c == "shape":
+            cols.append(shape_feature(xyz) if local else np.full((n, CHANNEL_WIDTHS[c]), np.nan, np.float32))
         elif c == "z":
             z_min = stats.z_min if stats is not None else (xyz[:, 2].min() if n else 0.0)
             cols.append((xyz[:, 2:3] - z_min).astype(np.float32))
@@ -308,3 +330,32 @@ def make_features(
                                     "intensity); choose features without intensity", path)
             cols.append(scale_intensity(fields[name], None if stats is None else stats.intensity_scale)[:, None])
     return np.concatenate(cols, axis=1).astype(np.float32, copy=False)
+
+
+SHAPE_RANGE = (-0.5, 4.0)
+"""``shape``: clipping range (m) of the height above the floor and of the depth below the ceiling; a cloud without
+a ceiling reads the upper bound as its depth."""
+SHAPE_MARGIN = 3.0
+"""``shape``: metres of context around a piece of a cloud. The neighbourhoods need ~0.2 m; the rest lets each
+piece's floor and ceiling estimate see the room around its edge."""
+
+
+def shape_feature(xyz: np.ndarray, workers: int = -1) -> np.ndarray:
+    """(N, 6) float32 ``shape`` channel of a cloud (see the module docstring): ``|n_z|``, planarity, linearity,
+    height above the floor, depth below the ceiling, ceiling found. ``workers``: neighbour-search threads."""
+    from ..geometry.shape import local_shape, room_levels
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros((len(xyz), CHANNEL_WIDTHS["shape"]), np.float32)
+    if not len(xyz):
+        return out
+    shape = local_shape(xyz, workers=workers)
+    levels = room_levels(shape.points, shape.grid_features[:, 0])
+    out[:, :3] = shape.features
+    out[:, 3] = np.clip(xyz[:, 2] - levels.floor, *SHAPE_RANGE)
+    if levels.ceiling is None:
+        out[:, 4] = SHAPE_RANGE[1]
+    else:
+        out[:, 4] = np.clip(levels.ceiling - xyz[:, 2], *SHAPE_RANGE)
+        out[:, 5] = 1.0
+    return out

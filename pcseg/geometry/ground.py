@@ -259,7 +259,7 @@ def pmf_thresholds(windows: list[int], cell: float, slope: float = TERRAIN_SLOPE
     return np.minimum(dh, dh_max)
 
 
-def _step_test(z: np.ndarray, removed: np.ndarray, before: np.ndarray, cell: float, slope: float) -> np.ndarray:
+def _step_test(z: np.ndarray, removed: np.ndarray, before: np.ndarray, cell: float) -> np.ndarray:
     """``removed`` cells that belong to a connected region (8-connectivity) ending in a step (see
     :data:`TERRAIN_STEP`) above the cells kept so far (neither ``removed`` nor removed ``before``)."""
     labels, n = ndimage.label(removed, structure=np.ones((3, 3), bool))
@@ -297,8 +297,7 @@ def _fill_linear(z: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return _fill_nearest(np.where(np.isnan(z), np.inf, z) if np.isnan(z).any() else z)
 
 
-def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float, slope: float,
-         reflect: bool) -> np.ndarray:
+def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float, reflect: bool) -> np.ndarray:
     """Cells removed by the progressive openings of ``z0`` (each opening applied to the previous one, as SMRF),
     with the step test on the windows whose threshold is capped at dh_max.
 
@@ -311,14 +310,14 @@ def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float
     removed = np.zeros(z0.shape, bool)
     last = z0
     for w, dh in zip(windows, thresholds):
-        if w > 2 * max(z0.shape) + 1:   # a window wider than twice the raster changes nothing more
+        if w > 2 * max(z0.shape) + 1:   # wider than twice the raster: it would open to the raster's minimum
             break
         pad = w // 2 if reflect and min(z0.shape) > 1 else 0
         padded = np.pad(last, pad, mode="reflect", reflect_type="odd") if pad else last
         opened = ndimage.grey_opening(padded, size=(w, w), mode="nearest")
         opened = opened[pad:-pad, pad:-pad] if pad else opened
         new = ((last - opened) > dh) & ~removed
-        removed |= _step_test(z0, new, removed, cell, slope) if dh >= TERRAIN_DH_MAX else new
+        removed |= _step_test(z0, new, removed, cell) if dh >= TERRAIN_DH_MAX else new
         last = opened
     return removed
 
@@ -350,13 +349,13 @@ def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: floa
     z0 = _fill_nearest(_drop_low_outliers(z, shape).reshape(shape))
     windows = pmf_windows(cell, max_window)
     thresholds = pmf_thresholds(windows, cell, slope)
-    removed = _pmf(z0, windows, thresholds, cell, slope, reflect=True)
+    removed = _pmf(z0, windows, thresholds, cell, reflect=True)
     # regions only the restricted windows remove (roofs cut by the edge, and slopes near the edge) that touch
     # the edge and end in a step there
-    extra = _pmf(z0, windows, thresholds, cell, slope, reflect=False) & ~removed
+    extra = _pmf(z0, windows, thresholds, cell, reflect=False) & ~removed
     labels, _ = ndimage.label(extra, structure=np.ones((3, 3), bool))
     edge_ids = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    removed |= _step_test(z0, np.isin(labels, edge_ids[edge_ids > 0]), removed, cell, slope)
+    removed |= _step_test(z0, np.isin(labels, edge_ids[edge_ids > 0]), removed, cell)
     # a few kept cells enclosed by removed ones are a roof's or a canopy's own cells the openings missed (a
     # sparse survey leaves some); a courtyard is larger
     enclosed = ndimage.binary_fill_holes(removed) & ~removed
