@@ -21,6 +21,14 @@ PRESETS: dict[str, dict] = {
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "rgb", "z"],
         "dl0": 0.04, "sphere_radius": 2.0, "class_map": "s3dis", "augmentation": "sala-s3dis", **_KPCONV_OPT,
     },
+    "s3dis-salanet-shape": {
+        "source": "s3dis-salanet (SALA §4.1 + supp. B.1) with the indoor geometry channel of issue #28 added to "
+                  "ZRGB1: |n_z|, planarity, linearity, height above the floor, depth below the ceiling, ceiling "
+                  "found (pcseg.data.features, channel shape); not a paper setting (the input layer is 6 "
+                  "columns wider, everything else is s3dis-salanet's)",
+        "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "rgb", "z", "shape"],
+        "dl0": 0.04, "sphere_radius": 2.0, "class_map": "s3dis", "augmentation": "sala-s3dis", **_KPCONV_OPT,
+    },
     "s3dis-kpfcnn": {
         "source": "KPConv §4.2 + supp. A: KP-FCNN rigid, dl0 4 cm, spheres of radius 50*dl0 = 2 m, "
                   "features 1 + RGB (KPConv feeds colour when the data has it)",
