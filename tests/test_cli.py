@@ -104,3 +104,54 @@ def test_tile_writes_covering_spheres_and_index(tmp_path):
     c = np.array(index["spheres"][0]["center"])
     d = np.linalg.norm(np.stack([first.x, first.y, first.z], 1) - c, axis=1)
     assert d.max() <= 10 + 0.01
+
+
+def test_models_list_fits_80_columns_with_whole_names_and_data_set_names(monkeypatch, capsys):
+    """`COLUMNS=80 pcseg models list`: whole names, one line of data sets (no paths), the headline quality."""
+    from pcseg.models.zoo import shipped
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert lines[0].split() == ["name", "task", "network", "params", "classes"]
+    text = "\n".join(lines)
+    assert "\u2026" not in text and "../" not in text and "shared" not in text and ".la" not in text
+    cards = shipped()
+    for name, card in cards.items():
+        row = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
+        assert lines[row].split()[1:3] == [card.get("task", "segment"), card["model"]]
+        assert lines[row].split()[-1] == str(len(card["classes"]["names"]))
+        assert lines[row + 1].startswith("  trained on  ") and lines[row + 2].startswith("  quality     ")
+    if "sala-als" in cards:
+        row = next(i for i, line in enumerate(lines) if line.split()[:1] == ["sala-als"])
+        assert lines[row + 1] == "  trained on  IGN LiDAR HD, AHN3, PDAL samples, lidR/lasR forest: 35 clouds"
+        miou = 100 * cards["sala-als"]["quality"]["pooled"]["miou"]
+        assert f"mIoU {miou:.1f} pooled over 4 validation clouds" in lines[row + 2]
+    if "focals-kitti" in cards:
+        row = next(i for i, line in enumerate(lines) if line.split()[:1] == ["focals-kitti"])
+        assert "KITTI, SemanticKITTI" in lines[row + 1] and "held-out KITTI frame" in lines[row + 2]
+    # --json keeps every file, with the data set counts beside them
+    assert main(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for r in rows.values():
+        assert sum(r["data_sets"].values()) == len(r["trained_on"]) and r["headline"] and r["quality"]
+    if "sala-als" in rows:
+        assert any(f.endswith(".laz") and "/" in f for f in rows["sala-als"]["trained_on"])
+
+
+def test_models_table_cuts_long_lines_but_never_the_names():
+    from pcseg.cli.models_cmds import data_set, models_table
+
+    assert [data_set(f) for f in ("../shared/data/als/test_data_77060_627760_LA93_IGN69.laz", "x/ign_mnx_pont.laz",
+                                  "a/ahn3_cropped_1.laz", "autzen_trim.las", "../als_ground/bcts_2.laz",
+                                  "KITTI 000000", "../sequences/00/velodyne/000000.bin (front and turned around)",
+                                  "synthetic:bank-rooms#3", "indoor/s3dis/Area_3/hallway_3", "my/own_tile.laz")] == [
+        "IGN LiDAR HD", "IGN LiDAR HD", "AHN3", "PDAL samples", "lidR/lasR forest", "KITTI", "000000.bin",
+        "synthetic rooms", "S3DIS", "own_tile.laz"]
+    row = {"name": "a-rather-long-model-name", "task": "segment", "model": "salanet", "params": 1_617_140,
+           "classes": ["a", "b"], "data_sets": {"IGN LiDAR HD": 3, "AHN3": 1}, "headline": "mIoU 90.3 " + "x" * 80}
+    lines = models_table([row], width=45)
+    assert lines[1].split() == ["a-rather-long-model-name", "segment", "salanet", "1.62", "M", "2"]
+    assert lines[2] == "  trained on  IGN LiDAR HD, AHN3: 4 clouds"
+    assert len(lines[3]) == 45 and lines[3].endswith("\u2026")

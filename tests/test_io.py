@@ -99,12 +99,15 @@ def test_ply_encodings_roundtrip(tmp_path, text, byte_order):
     path = tmp_path / "in.ply"
     PlyData([PlyElement.describe(arr, "vertex")], text=text, byte_order=byte_order, comments=["hello"]).write(str(path))
     cloud = read(str(path))
-    write(cloud.with_fields(pred=np.arange(50, dtype=np.uint8)), str(tmp_path / "out.ply"))
+    write(cloud.with_fields(score=np.arange(50, dtype=np.uint8)), str(tmp_path / "out.ply"))
     out = PlyData.read(str(tmp_path / "out.ply"))
     assert out.text == text and out.comments == ["hello"]
     for name in arr.dtype.names:
         assert np.array_equal(out["vertex"][name], arr[name])
-    assert np.array_equal(out["vertex"]["pred"], np.arange(50))
+    # a new field is a CloudCompare scalar field whatever the file's naming, and reads back under its name
+    assert [p.name for p in out["vertex"].properties] == list(arr.dtype.names) + ["scalar_score"]
+    assert np.array_equal(out["vertex"]["scalar_score"], np.arange(50))
+    assert np.array_equal(read(str(tmp_path / "out.ply")).fields["score"], np.arange(50))
 
 
 def test_las_to_ply_to_las_keeps_coordinates(als_files, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -51,8 +52,11 @@ def register(app: typer.Typer) -> None:
                        f"{result['points']:,} points of {Path(result['cloud']).name}")
 
     @models.command("list")
-    def list_models(json_out: bool = typer.Option(False, "--json", help="a JSON list of objects")):
-        """Shipped models: name, task, classes, parameters, what they were trained and measured on."""
+    def list_models(json_out: bool = typer.Option(False, "--json", help="a JSON list of objects, with every file")):
+        """Shipped models: name, task, network, parameters, classes, the data sets they were trained on and
+        their headline quality."""
+        import shutil
+
         from ..models.zoo import shipped
 
         rows = []
@@ -66,21 +70,17 @@ def register(app: typer.Typer) -> None:
             rows.append({"name": name, "task": card.get("task", "segment"), "model": card.get("model"),
                          "classes": card.get("classes", {}).get("names", card.get("class_names", [])),
                          "params": card.get("params"), "trained_on": trained_on,
-                         "measured_on": measured_on, "size_bytes": card.get("size_bytes")})
+                         "measured_on": measured_on, "size_bytes": card.get("size_bytes"),
+                         "data_sets": data_sets(trained_on or []),
+                         "headline": headline(card, trained_on or [], measured_on or []),
+                         "quality": card.get("quality")})
         if json_out:
             typer.echo(json.dumps(rows))
             return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(show_edge=False)
-        for col in ("name", "task", "network", "classes", "params", "trained on", "measured on"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["name"], r["task"], str(r["model"]), str(len(r["classes"])),
-                          f"{r['params'] / 1e6:.2f} M" if r["params"] else "?", _short(r["trained_on"]),
-                          _short(r["measured_on"]))
-        Console().print(table if rows else "no shipped models")
+        if not rows:
+            typer.echo("no shipped models")
+            return
+        typer.echo("\n".join(models_table(rows, shutil.get_terminal_size((80, 24)).columns)))
 
     @models.command("average")
     def average_models(
@@ -122,8 +122,82 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{key:>14}: {json.dumps(card[key])}")
 
 
-def _short(value) -> str:
-    if value is None:
-        return "?"
-    text = value if isinstance(value, str) else ", ".join(map(str, value)) if isinstance(value, list) else json.dumps(value)
-    return text if len(text) < 60 else text[:57] + "..."
+# Data sets by file name (lower-cased), first match wins: the names of ../shared/data/README.md's sources.
+_DATA_SETS = (
+    (("semantickitti",), "SemanticKITTI"), (("kitti",), "KITTI"),
+    (("la93_ign69", "ign_"), "IGN LiDAR HD"), (("ahn3",), "AHN3"),
+    (("autzen", "sample_c", "mvk-thin", "warsaw_small", "pdal_"), "PDAL samples"),
+    (("bcts_", "lidr_"), "lidR/lasR forest"), (("scannet",), "ScanNet"), (("s3dis",), "S3DIS"),
+    (("synthetic:bank-rooms",), "synthetic rooms"), (("synthetic",), "synthetic scenes"),
+    (("sensat",), "SensatUrban"), (("osd",), "OSD"))
+
+
+def data_set(file: str) -> str:
+    """The data set a training file comes from (``IGN LiDAR HD``, ``AHN3``...), else its file name."""
+    low = file.lower()
+    base = low.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for words, name in _DATA_SETS:
+        if any(base.startswith(w) if w.endswith("_") else w in low for w in words):
+            return name
+    return _key(file)
+
+
+def data_sets(files: list[str]) -> dict[str, int]:
+    """{data set: number of files}, in order of first appearance."""
+    out: dict[str, int] = {}
+    for name in map(data_set, map(str, files)):
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _key(file: str) -> str:
+    """A training or measuring file's name without its folder or a trailing note in brackets."""
+    return re.sub(r"\s*\(.*\)$", "", str(file)).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def headline(card: dict, trained_on: list[str], measured_on: list[str]) -> str:
+    """One line of the card's quality: pooled mIoU (segmentation) or Car AP (detection), and on what: files
+    that also chose a recipe or a step are ``validation`` clouds, others outside training ``held-out``."""
+    q = card.get("quality") or {}
+    measured = {_key(f) for f in measured_on}
+    if measured and measured <= {_key(f) for f in card.get("validated_on") or []}:
+        kind = "validation "
+    elif measured and not measured & {_key(f) for f in trained_on}:
+        kind = "held-out "
+    else:
+        kind = ""
+    n = len(measured_on)
+    if card.get("task") == "detect":
+        ap = (q.get("AP_R40", {}).get("Car 3d @0.5") or {}).get("moderate")
+        if ap is None:
+            return "not measured"
+        return f"Car 3D AP {ap:.1f} (R40 moderate, IoU 0.5) on {n} {kind}KITTI frame{'s' * (n != 1)}"
+    miou = (q.get("pooled") or {}).get("miou")
+    if miou is None:
+        return "not measured"
+    votes = f", votes {q['votes']}" if "votes" in q else ""
+    return f"mIoU {100 * miou:.1f} pooled over {n} {kind}cloud{'s' * (n != 1)}{votes}"
+
+
+def models_table(rows: list[dict], width: int = 80) -> list[str]:
+    """Lines of `pcseg models list`: one row of whole names, numbers and network per model, then what it was
+    trained on and its headline quality, each line cut to ``width`` columns (never the first row's names)."""
+    head = ("name", "task", "network", "params", "classes")
+    cells = [(r["name"], r["task"], str(r["model"]), f"{r['params'] / 1e6:.2f} M" if r["params"] else "?",
+              str(len(r["classes"]))) for r in rows]
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+
+    def line(values) -> str:  # text left, numbers right
+        cols = (v.rjust(w) if i >= 3 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(cols).rstrip()
+
+    def fit(text: str) -> str:
+        return text if len(text) <= width else text[:max(width - 1, 0)] + "\u2026"
+
+    out = [line(head)]
+    for r, c in zip(rows, cells):
+        sets = r["data_sets"]
+        total = sum(sets.values())
+        trained = f"{', '.join(sets)}: {total} cloud{'s' * (total != 1)}" if sets else "?"
+        out += [line(c), fit(f"  trained on  {trained}"), fit(f"  quality     {r['headline']}")]
+    return out

@@ -1,9 +1,10 @@
 """PLY (ascii, binary little/big endian) through plyfile, keeping property order, types and comments.
 
-A cloud read from a PLY file is written back with its own property names and types. A cloud from another
-format (LAS/LAZ, PCD, .bin, .npy, text) is written the way CloudCompare's PLY filter reads PLY
-(CloudCompare ``libs/qCC_io/PlyFilter.cpp``, ``PlyFilter::loadFile``), so that it opens there with its colours
-and every field as a scalar field, without the property dialog:
+A cloud read from a PLY file is written back with its own property names and types, byte for byte. Every
+other field (a new one such as ``class`` or ``confidence``, or every field of a cloud from LAS/LAZ, PCD, .bin,
+.npy, text) is written the way CloudCompare's PLY filter reads PLY (CloudCompare ``libs/qCC_io/PlyFilter.cpp``,
+``PlyFilter::loadFile``), so that it opens there with its colours and every new field as a scalar field,
+without the property dialog (which a command-line load skips, dropping what it would have asked about):
 
 * colours: ``red``, ``green``, ``blue`` as ``uchar``. CloudCompare takes 8-bit types as they are, float
   types as 0..1 and casts any other type to 8 bits, so 16-bit LAS colours showed as wrapped, mostly dark,
@@ -15,9 +16,14 @@ and every field as a scalar field, without the property dialog:
   names only by colour, normal and coordinate words (``RED``, ``NX``, names ending in ``X``...) and leaves the
   rest for the user to assign. Normals ``nx``, ``ny``, ``nz`` keep their names.
 * x, y, z as ``double`` (georeferenced coordinates stay exact; CloudCompare shifts them itself).
+* CloudCompare matches colours and normals before ``SCAL``, on any part of a name: without a ``red``
+  property before it, ``scalar_pred_class`` would be the red channel; ``scalar_nyu40`` is a normal's y. A new
+  field that the viewer would take so gets a ``-`` inside the word (``scalar_pr-ed_class``), and a header
+  comment names the field that property holds, so that pcseg reads it back under its own name.
 
 Reading drops a ``scalar_`` prefix from property names (files written by CloudCompare or by pcseg), unless
-the plain name is taken. A PLY read with plain names gets new fields under plain names too (its own style).
+the plain name is taken: pcseg finds ``class``, ``pred_class``, ``confidence``... under their plain names
+whatever file they came from, and writes a read property back under the name it had.
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ _NORMALS = ("nx", "ny", "nz")
 SCALAR_PREFIX = "scalar_"
 # Header comment naming the properties that hold the full colour values behind 8-bit red, green, blue.
 FULL_COLOUR_COMMENT = "pcseg full-precision colour:"
+# Header comment naming the field behind each property whose name is not the field's (nor scalar_<field>).
+FIELD_NAMES_COMMENT = "pcseg field names:"
 _TYPE_BYTES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
                "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
 
@@ -122,15 +130,26 @@ def read_ply(data: bytes | str, path: str):
         raise BadInputError(f"PLY vertices have no {', '.join(missing)} property (found: {', '.join(names)})", path)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite coordinates are reported by read()
         xyz = np.stack([vertex[c].astype(np.float64) for c in _XYZ], axis=1)
-    # CloudCompare (and pcseg for non-PLY sources) store scalar fields as scalar_<name>: read them as <name>.
+    # CloudCompare (and pcseg) store scalar fields as scalar_<name>: read them as <name>; pcseg's comment names
+    # the fields of the properties it had to name otherwise. A property's own name, if free, wins.
     props = [n for n in names if n not in _XYZ]
+    comments = list(ply.comments)
+    named: dict[str, str] = {}
+    for comment in [c for c in comments if c.startswith(FIELD_NAMES_COMMENT)]:
+        comments.remove(comment)  # written again with the properties it names
+        named.update(w.split("=", 1) for w in comment[len(FIELD_NAMES_COMMENT):].split() if "=" in w)
     field_of: dict[str, str] = {}
     for n in props:
-        base = n[len(SCALAR_PREFIX):] if n.startswith(SCALAR_PREFIX) else ""
-        field_of[n] = base if base and base not in names and base not in field_of.values() else n
+        field = named.get(n, "")
+        if field and field not in names and field not in field_of.values():
+            field_of[n] = field
+    for n in props:
+        if n not in field_of:
+            base = n[len(SCALAR_PREFIX):] if n.startswith(SCALAR_PREFIX) else ""
+            field_of[n] = base if base and base not in names and base not in field_of.values() else n
+    field_of = {n: field_of[n] for n in props}  # header order
     fields = {field_of[n]: np.array(vertex[n]) for n in props}
     ply_names = {field_of[n]: n for n in props}
-    comments = list(ply.comments)
     for comment in [c for c in comments if c.startswith(FULL_COLOUR_COMMENT)]:
         comments.remove(comment)  # written again with the colours
         spec = dict(w.split("=", 1) for w in comment[len(FULL_COLOUR_COMMENT):].split() if "=" in w)
@@ -148,7 +167,6 @@ def read_ply(data: bytes | str, path: str):
         "ply_obj_info": list(ply.obj_info),
         "ply_xyz_dtype": [vertex.dtype[c].str for c in _XYZ],
         "ply_names": ply_names,
-        "ply_scalar_prefix": any(field_of[n] != n for n in props),
         "ply_other_elements": [el for el in ply.elements if el.name != "vertex"],
     }
     return PointCloud(xyz, fields, meta)
@@ -175,14 +193,48 @@ def eight_bit(values: np.ndarray) -> np.ndarray:
     return np.clip(v.astype(np.int64) >> 8, 0, 255).astype(np.uint8)
 
 
+def _viewer_role(prop: str, taken: set[str]) -> str:
+    """The role CloudCompare's PLY filter gives a vertex property, given the roles earlier properties took
+    (``PlyFilter::loadFile``: upper-cased names, first match wins, one property per colour, normal and
+    coordinate): a normal (``NX``... anywhere in the name, or ``NORM`` and a name ending in the axis), a colour
+    (``RED``, ``GREEN``, ``BLUE`` anywhere), a scalar field (``INTENSITY``, ``GRAY``, ``GREY``, ``SCAL``), a
+    coordinate (a name ending in X, Y, Z) or nothing."""
+    p = prop.upper()
+    for axis in "XYZ":
+        if "n" + axis.lower() not in taken and (f"N{axis}" in p or ("NORM" in p and p.endswith(axis))):
+            return "n" + axis.lower()
+    for word in ("RED", "GREEN", "BLUE"):
+        if word.lower() not in taken and word in p:
+            return word.lower()
+    if any(w in p for w in ("INTENSITY", "GRAY", "GREY", "SCAL")):
+        return "scalar"
+    for axis in "xyz":
+        if axis not in taken and p.endswith(axis.upper()):
+            return axis
+    return ""
+
+
+# The words in a name that make CloudCompare take it as each colour or normal.
+_VIEWER_WORDS = {"red": ("RED",), "green": ("GREEN",), "blue": ("BLUE",), "nx": ("NX", "NORM"),
+                 "ny": ("NY", "NORM"), "nz": ("NZ", "NORM")}
+
+
+def _viewer_scalar(prop: str, taken: set[str]) -> str:
+    """``prop``, with a ``-`` after the first letter of each word that makes CloudCompare take it as a colour or
+    a normal (``scalar_pr-ed_class``), so that it loads as a scalar field."""
+    while (role := _viewer_role(prop, taken)) in _VIEWER_WORDS:
+        p = prop.upper()
+        at = min(i for i in (p.find(w) for w in _VIEWER_WORDS[role]) if i >= 0)
+        prop = prop[:at + 1] + "-" + prop[at + 1:]
+    return prop
+
+
 def write_ply(cloud, dest, path: str) -> list[str]:
     from plyfile import PlyData, PlyElement
 
     notes: list[str] = []
     meta = cloud.meta if cloud.meta.get("format") == "ply" else {}
     origin = meta.get("ply_names", {})  # field -> its property name in the PLY file it was read from
-    # New fields follow the source PLY's naming; a cloud from another format gets CloudCompare's.
-    prefix = meta.get("ply_scalar_prefix", True) if meta else True
     # Coordinates keep their PLY type when read from PLY; otherwise float64 so georeferenced values stay exact.
     xyz_types = meta.get("ply_xyz_dtype", ["<f8", "<f8", "<f8"])
     props: list[tuple[str, np.dtype, np.ndarray, str]] = [(c, np.dtype(t).newbyteorder("="), cloud.xyz[:, i], c)
@@ -200,26 +252,34 @@ def write_ply(cloud, dest, path: str) -> list[str]:
             dt = _ply_dtype(name, values, notes)
             companions.append((f"{SCALAR_PREFIX}{name}_{dt.name}", dt, values, name))
             continue
-        if name in origin:
+        if name in origin:  # the source PLY's own property, under its own name
             prop = origin[name]
-        elif prefix and name not in _NORMALS and not name.startswith(SCALAR_PREFIX) and name not in _RGB:
-            prop = SCALAR_PREFIX + name
+        elif name not in _NORMALS and name not in _RGB and not name.startswith(SCALAR_PREFIX):
+            prop = SCALAR_PREFIX + name  # a new field: a CloudCompare scalar field, whatever the source's naming
         else:
             prop = name
         props.append((prop, _ply_dtype(name, values, notes), values, name))
     props += companions  # after the 8-bit channels: CloudCompare takes the first RED/GREEN/BLUE property
     used: set[str] = set()
-    columns = []
+    taken: set[str] = set()  # the roles CloudCompare gives the properties so far
+    columns, renamed = [], []
     for i, (prop, dt, values, name) in enumerate(props):
         clean = re.sub(r"[^\x21-\x7e]", "_", prop)  # the header is ASCII, words separated by spaces
         if clean != prop:
             notes.append(f"field {name!r} written as PLY property {clean!r}")
+        if name not in origin and clean.startswith(SCALAR_PREFIX):  # a new field: a scalar field in the viewer
+            clean = _viewer_scalar(clean, taken)
         k, unique = 2, clean
         while unique in used:
             unique, k = f"{clean}_{k}", k + 1
         used.add(unique)
+        taken.add(_viewer_role(unique, taken))
         columns.append((unique, dt))
         props[i] = (unique, dt, values, name)
+        plain = unique[len(SCALAR_PREFIX):] if unique.startswith(SCALAR_PREFIX) else unique
+        if (unique != name and plain != name and i < len(props) - len(companions)
+                and re.fullmatch(r"[\x21-\x7e]+", name) and "=" not in name):
+            renamed.append(f"{unique}={name}")  # reading back would not find the field's name in the property's
     arr = np.empty(len(cloud), dtype=columns)
     for prop, dt, values, name in props:
         if values.dtype.kind in "iu" and dt.kind in "iu" and len(values):
@@ -228,6 +288,8 @@ def write_ply(cloud, dest, path: str) -> list[str]:
                 raise BadInputError(f"field {name!r} does not fit PLY type {dt}", path)
         arr[prop] = values
     comments = list(meta.get("ply_comments", []))
+    if renamed:
+        comments.append(FIELD_NAMES_COMMENT + " " + " ".join(renamed))
     if companions:
         comments.append(FULL_COLOUR_COMMENT + " " + " ".join(f"{name}={prop}" for prop, _, _, name
                                                              in props[len(props) - len(companions):]))
