@@ -82,14 +82,8 @@ def main() -> int:
         path = DATA / rel
         cloud = read(str(path))
         raw = np.asarray(cloud.fields["classification"]).astype(np.int64)
-        seg = segment_points(ck, cloud, votes=args.votes, bf16=args.bf16)
-        labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up, seg.hag)
-        codes = asprs_prediction(ck, labels, height, split)
-        pred = als.encode(codes)
-        pred[pred < 0] = names.index("other")  # code 1: the model's "none of the named classes"
-        truth = builtin_class_map(map_name).encode(raw)
-        cm = confusion_matrix(pred, truth, len(names))
-        s = scores(cm, names)
+        pred, codes, seg = predict_als(ck, split, cloud, votes=args.votes, bf16=args.bf16)
+        cm, s = score_als(pred, raw, map_name)
         entry = {"miou": s["miou"], "iou": s["iou"], "points": len(cloud), "seconds": round(seg.seconds, 2)}
         if full:
             pooled += cm
@@ -135,6 +129,27 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def predict_als(ck, split, cloud, votes: int = 1, bf16: bool = False):
+    """(the ``als`` class id of every point, its ASPRS code, the :func:`segment_points` result) of ``ck`` on
+    ``cloud`` with the per-point tests ``split`` (:func:`airborne_rules`): what ``pcseg segment`` writes. Code 1
+    (the model's "none of the named classes") counts as ``other``."""
+    als = builtin_class_map("als")
+    seg = segment_points(ck, cloud, votes=votes, bf16=bf16)
+    labels, height = refine_and_split(ck, split, cloud.xyz, seg.labels, seg.runner_up, seg.hag)
+    codes = asprs_prediction(ck, labels, height, split)
+    pred = als.encode(codes)
+    pred[pred < 0] = als.names.index("other")
+    return pred, codes, seg
+
+
+def score_als(pred: np.ndarray, raw: np.ndarray, map_name: str):
+    """(confusion matrix, :func:`scores`) of ``als`` predictions against raw ASPRS codes read with the class map
+    ``map_name`` (``als``, ``als-ahn3``, ``als-ground``: ignored and partial labels are not scored)."""
+    names = builtin_class_map("als").names
+    cm = confusion_matrix(pred, builtin_class_map(map_name).encode(raw), len(names))
+    return cm, scores(cm, names)
 
 
 def fmt(v) -> str:

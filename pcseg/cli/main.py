@@ -32,8 +32,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-COMMAND_MODULES = ("io_cmds", "segment_cmds", "detect_cmds", "train_cmds", "distill_cmds", "models_cmds", "export_cmds",
-                   "render_cmds")
+COMMAND_MODULES = ("io_cmds", "segment_cmds", "detect_cmds", "train_cmds", "adapt_cmds", "distill_cmds", "models_cmds",
+                   "export_cmds", "render_cmds")
 
 
 def _version(value: bool) -> None:

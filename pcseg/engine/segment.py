@@ -46,7 +46,9 @@ def airborne_rules(ck: Checkpoint, heights: tuple[float, float] | None = None, g
     rules = {"ground_tolerance": GROUND_TOLERANCE, "ground_neighbours": GROUND_NEIGHBOURS, **split}
     building = ck.card.get("building_test") or default_building_test(class_map_of(ck).names)
     rules["building_class"] = building["building_class"] if building else None
-    rules["building_min_height"] = float(building["min_height"]) if building else None  # None: no test
+    # None: no test (a card whose building_test.min_height is null turned it off, e.g. `pcseg adapt`)
+    rules["building_min_height"] = (float(building["min_height"]) if building and building.get("min_height") is not None
+                                    else None)
     if heights is not None:
         low, medium = (float(v) for v in heights)
         if not 0 <= low <= medium:
