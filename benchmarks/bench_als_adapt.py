@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_als import DATA, predict_als, score_als  # noqa: E402
+from bench_als import DATA, cpu_model, predict_als, score_als  # noqa: E402
 
 from pcseg.engine.segment import airborne_rules  # noqa: E402
 from pcseg.io import read, write  # noqa: E402
@@ -77,7 +76,7 @@ def main() -> int:
     shipped = zoo.load(args.model)
     trained_on = {os.path.basename(p) for p in shipped.card.get("trained_on", [])}
     report = {"model": args.model, "split": args.split, "minutes": args.minutes, "threads": args.threads,
-              "votes": args.votes, "adapt_options": args.adapt_options, "cpu": _cpu(), "cores": os.cpu_count(), "tiles": []}
+              "votes": args.votes, "adapt_options": args.adapt_options, "cpu": cpu_model(), "cores": os.cpu_count(), "tiles": []}
     print(f"{args.model}: adapt on one half, score the other (--split {args.split}); --minutes {args.minutes:g} --threads {args.threads}; "
           f"{report['cpu']}, {report['cores']} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-adapt-") as tmp:
@@ -216,16 +215,6 @@ def _table(report: dict) -> str:
     rows = [_row(t["tile"] + (" *" if t["model_trained_on_it"] else ""), r) for t in report["tiles"] for r in t["runs"]]
     note = ["* the model trained on this tile (both halves)"] if any(t["model_trained_on_it"] for t in report["tiles"]) else []
     return "\n".join(head + rows + note)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_als import DATA, GROUND_EXCLUDED, VALIDATION, fmt, predict_als, score_als  # noqa: E402
+from bench_als import DATA, GROUND_EXCLUDED, VALIDATION, cpu_model, fmt, predict_als, score_als  # noqa: E402
 
 from pcseg.data.classmaps import builtin_class_map  # noqa: E402
 from pcseg.engine.metrics import confusion_matrix, scores  # noqa: E402
@@ -376,16 +376,6 @@ def input_tables(model: str, res: dict) -> str:
     return (table(f"{model}: input variants (classes: fully labelled files; ground/non-ground: all files; "
                   "Δ: against the file as read)", ["input", "files", "points", *IOU_HEADER, *extra], pooled)
             + table(f"{model}: input variants, per file", ["file", "input", "points", *IOU_HEADER, *extra], files))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main() -> int:

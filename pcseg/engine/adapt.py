@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, UsageError
-from .train import Trainer, TrainConfig
+from .train import Trainer, TrainConfig, portable_card
 
 DEFAULT_STEPS = 200
 """Optimiser steps: 0.4-1.7 s each for ``sala-als`` on one thread of this project's 2-core CPU with a training
@@ -330,15 +330,5 @@ def adapted_card(base: dict, label: str, sha: str | None, data: list[str], val: 
     if base.get("training"):
         card["training"] = base["training"]
     card["metrics"] = trainer.last_metrics or {}
-    return _without_paths(card)
+    return portable_card(card, base_name)  # a card never names a folder of this machine
 
-
-def _without_paths(value):
-    """``value`` with every absolute path replaced by its base name (a card never names a folder of this machine)."""
-    if isinstance(value, dict):
-        return {k: _without_paths(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_paths(v) for v in value]
-    if isinstance(value, str) and (os.path.isabs(value) or os.path.isabs(value.partition(":")[2])):
-        return base_name(value)
-    return value

@@ -144,14 +144,16 @@ def portable_path(path: str) -> str:
     return os.path.relpath(path) if os.path.isabs(path) else str(path)
 
 
-def portable_card(value):
-    """``value`` (a card or part of one) with every absolute path made portable (:func:`portable_path`)."""
+def portable_card(value, portable=None):
+    """``value`` (a card or part of one) with every absolute path (also after a ``MAP:`` prefix) replaced by
+    ``portable(path)`` (default :func:`portable_path`)."""
+    portable = portable_path if portable is None else portable
     if isinstance(value, dict):
-        return {k: portable_card(v) for k, v in value.items()}
+        return {k: portable_card(v, portable) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [portable_card(v) for v in value]
+        return [portable_card(v, portable) for v in value]
     if isinstance(value, str) and (os.path.isabs(value) or os.path.isabs(value.partition(":")[2])):
-        return portable_path(value)
+        return portable(value)
     return value
 
 
