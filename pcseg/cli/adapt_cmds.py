@@ -56,7 +56,9 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         quiet = quiet or json_out
         model_file = str(zoo.resolve(model)[0])
-        inputs = [model_file] + [d.partition(":")[2] if _has_map(d) else d for d in list(data) + list(val)]
+        from ..data.datasets import split_class_map
+
+        inputs = [model_file] + [split_class_map(d)[1] for d in list(data) + list(val)]
         check_not_input(inputs, str(output), force=False)
         settings = AdaptSettings(steps=steps, lr=lr, minutes=minutes, seed=seed, device=device)
         echo = lambda m: note(m, quiet)  # noqa: E731
@@ -88,9 +90,3 @@ def register(app: typer.Typer) -> None:
         note(msg, quiet)
         typer.echo(str(result.output))
 
-
-def _has_map(spec: str) -> bool:
-    from ..data.classmaps import BUILTIN_CLASS_MAPS
-
-    head, sep, rest = spec.partition(":")
-    return bool(sep) and head in BUILTIN_CLASS_MAPS and bool(rest)

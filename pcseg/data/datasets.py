@@ -336,7 +336,7 @@ def resolve_data(
     channels = parse_channels(channels)
     items, source_maps = [], []
     for spec in specs:
-        name, rest = _source_class_map(str(spec))
+        name, rest = split_class_map(str(spec))
         expanded = _expand(rest, role, s3dis_val_area)
         items += expanded
         source_maps += [name] * len(expanded)
@@ -366,8 +366,9 @@ def resolve_data(
     return sources
 
 
-def _source_class_map(spec: str) -> tuple[str | None, str]:
-    """(built-in class map name or None, the rest) of a ``MAP:...`` data string."""
+def split_class_map(spec: str) -> tuple[str | None, str]:
+    """(built-in class map name or None, the rest) of a ``MAP:...`` data string (the whole string when it has no
+    such prefix)."""
     head, sep, rest = spec.partition(":")
     if sep and head in BUILTIN_CLASS_MAPS and rest:
         return head, rest

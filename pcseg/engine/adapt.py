@@ -87,12 +87,11 @@ class AdaptResult:
 
 def base_name(spec: str) -> str:
     """A ``--data`` string as a card may show it: the file's base name, with its ``MAP:`` prefix."""
-    from ..data.classmaps import BUILTIN_CLASS_MAPS
+    from ..data.datasets import split_class_map
 
-    head, sep, rest = str(spec).partition(":")
-    if sep and head in BUILTIN_CLASS_MAPS and rest:
-        return f"{head}:{os.path.basename(rest.rstrip(os.sep))}"
-    return os.path.basename(str(spec).rstrip(os.sep))
+    name, path = split_class_map(str(spec))
+    base = os.path.basename(path.rstrip(os.sep))
+    return f"{name}:{base}" if name else base
 
 
 def model_label(model: str) -> str:

@@ -299,9 +299,9 @@ class Trainer:
             if not 0 <= cfg.echo_drop <= 1:
                 raise UsageError(f"echo_drop must be in [0, 1], got {cfg.echo_drop}")
             self.augmentation = dataclasses.replace(self.augmentation, echo_drop=float(cfg.echo_drop))
-        thin = cfg.thin_density
-        if thin is not None and (len(thin) != 2 or not 0 < float(thin[0]) <= float(thin[1])):
-            raise UsageError(f"thin_density needs two densities [lowest, highest] > 0 in points/m^2, got {thin}")
+        thin = cfg.thin_density  # its values and thin_share are checked by the sampler
+        if thin is not None and len(thin) != 2:
+            raise UsageError(f"thin_density needs two densities [lowest, highest] in points/m^2, got {thin}")
         sampler = SphereSampler(self.train_clouds, model.pyramid_spec, point_budget=10**9, radius=cfg.sphere_radius,
                                 balance_classes=cfg.balance_classes, augmentation=self.augmentation,
                                 partial_share=cfg.partial_share, per_cloud=cfg.per_cloud,

@@ -1,6 +1,6 @@
 """Ground surfaces of airborne scans, as rasters sampled bilinearly.
 
-Three surfaces, three uses:
+Four surfaces, four uses:
 
 * :func:`opening_surface`, label-free: the lowest point of every cell (low outliers dropped), empty cells filled from the nearest
   non-empty one, then a grey-scale morphological opening (erosion then dilation) with a square window. The
@@ -10,6 +10,9 @@ Three surfaces, three uses:
   warehouse) stay in the surface. The network reads the height above this surface as an input channel
   (``hag``), so a tile whose ground spans 60 m gives the same input for a house on the hill as in the valley;
   a sensor's intensity scale or the tile's lowest point never enters.
+* :func:`terrain_surface`, label-free: a progressive morphological terrain model (windows up to 256 m, a step test
+  that keeps hills, roofs cut by the tile's edge removed too) that the ``terrain`` input channel reads; unlike the
+  fixed-window opening, a roof wider than any one window stands above it.
 * :func:`local_plane_height`: the height of each point above the plane fitted to its nearest other points (the
   predicted ground points): the per-point test of whether a point the network called ground lies on the ground.
 * :func:`points_surface`: the mean height of given points per cell (the predicted ground points), empty cells
