@@ -238,3 +238,40 @@ def test_vote_logits_returns_each_points_own_output():
                                               batch_points=800)
         np.testing.assert_allclose(logits, feats, rtol=1e-6)
         assert regions > 1 and 1.0 < passes < 3.0
+
+
+def test_vote_logits_density_cap_feeds_the_kept_points_and_gives_the_rest_their_nearest():
+    """A cloud denser than the cap: the network sees about cap points/m^2 (a fixed draw), and every point gets
+    the logits of its nearest kept point (checked against a brute-force nearest neighbour); a sparser cloud is
+    untouched."""
+    import torch
+
+    from pcseg.data import PyramidSpec
+    from pcseg.engine.infer import vote_logits
+    from pcseg.geometry import thin_to_density, xy_density
+
+    class Echo(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, batch):
+            self.seen += len(batch.features)
+            return batch.features.double()
+
+    rng = np.random.default_rng(1)
+    pts = np.column_stack([rng.uniform(0, 25, (3000, 2)), rng.uniform(0, 2, 3000)])   # 4.8 points/m^2
+    feats = rng.normal(size=(3000, 2)).astype(np.float32)
+    spec = PyramidSpec(dl0=1.0, radii=[2.5, 5.0], neighbor_limits=[8, 8])
+    net = Echo()
+    logits, _, passes = vote_logits(net, spec, pts, feats, radius=10.0, num_classes=2, density_cap=1.0)
+    keep = thin_to_density(pts, 1.0, np.random.default_rng(0))
+    assert abs(len(keep) / len(pts) - 1.0 / xy_density(pts)) < 0.01
+    assert len(keep) <= net.seen < 1.7 * len(keep)
+    d2 = ((pts[:, None, :] - pts[keep][None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(logits, feats[keep][d2.argmin(axis=1)], rtol=1e-6)
+    assert passes < 0.4
+    again = vote_logits(Echo(), spec, pts, feats, radius=10.0, num_classes=2, density_cap=1.0)[0]
+    np.testing.assert_array_equal(again, logits)
+    untouched = vote_logits(Echo(), spec, pts, feats, radius=10.0, num_classes=2, density_cap=50.0)[0]
+    np.testing.assert_allclose(untouched, feats, rtol=1e-6)

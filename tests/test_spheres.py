@@ -283,3 +283,40 @@ def test_per_cloud_and_partial_share_sampling(shared_data, tmp_path):
     draws = [sampler._draw_center(rng) for _ in range(2000)]
     labels = np.array([clouds[c].labels[i] for c, i in draws])
     assert 0.25 < np.mean(labels <= -2) < 0.35 and np.all(labels != -1)
+
+
+def _dense_plane(n=40_000, side=60.0, seed=0):
+    """A 60 x 60 m cloud at about 11 points/m^2 with a labelled point everywhere."""
+    from pcseg.data.spheres import PreparedCloud
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    pts = np.column_stack([rng.uniform(0, side, (n, 2)), rng.uniform(0, 1, n)])
+    labels = (pts[:, 0] > side / 2).astype(np.int64)
+    return PreparedCloud(pts, np.ones((n, 1), np.float32), labels, cKDTree(pts), "mem", ("one",), 0.1)
+
+
+def test_density_cap_thins_every_sphere_and_bounds_the_drawn_densities():
+    """With density_cap every sphere is at most that dense; the thinned share is drawn in [lowest, cap], so a
+    highest density above the cap is lowered to it."""
+    from pcseg.errors import UsageError
+    from pcseg.geometry import xy_density
+
+    cloud = _dense_plane()
+    full = xy_density(cloud.points)
+    assert full > 10
+    capped = SphereSampler([cloud], _spec(0.5, 1), point_budget=10**6, radius=12.0, density_cap=3.0)
+    both = SphereSampler([cloud], _spec(0.5, 1), point_budget=10**6, radius=12.0, density_cap=3.0,
+                         thin=(0.5, 50.0), thin_share=0.5)
+    assert both.thin == (0.5, 3.0)
+    rng = np.random.default_rng(0)
+    capped_d = [xy_density(capped.sample_sphere(rng).points) for _ in range(20)]
+    both_d = np.array([xy_density(both.sample_sphere(rng).points) for _ in range(60)])
+    assert max(capped_d) < 3.0 * 1.1 and min(capped_d) > 3.0 * 0.8
+    assert both_d.max() < 3.0 * 1.1 and both_d.min() > 0.5 * 0.7
+    assert 0.3 < np.mean(both_d < 2.4) < 0.7          # about half drawn below the cap, the rest at it
+    plain = SphereSampler([cloud], _spec(0.5, 1), point_budget=10**6, radius=12.0)
+    assert xy_density(plain.sample_sphere(rng).points) > 10
+    with pytest.raises(UsageError, match="density_cap"):
+        SphereSampler([cloud], _spec(0.5, 1), point_budget=10**6, density_cap=0.0)
+    assert capped.fingerprint() != plain.fingerprint()

@@ -200,6 +200,12 @@ class SphereSampler:
     sparser is kept whole), so that sparse surveys (0.1-0.3 points/m^2) lie inside the training distribution
     even where the training tiles are dense. Thinning comes before the augmentation; the features stay those
     of the whole cloud.
+    density_cap: points/m^2 no sphere exceeds: every sphere denser than the cap is thinned to it at random (a
+    thinned sphere's drawn density lies in ``[thin[0], min(thin[1], density_cap)]``). Inference thins a cloud
+    to the same cap (:func:`pcseg.engine.infer.vote_logits`), so that the network meets the densities it
+    learnt from: the kernels sum over their neighbours (KPConv eq. 1, SALA eq. 9), so their responses, and the
+    batch-norm statistics learnt over them, follow the point density wherever a survey is sparser than the
+    ``dl0`` grid.
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class SphereSampler:
         synthetic_share: float | None = None,
         thin: tuple[float, float] | None = None,
         thin_share: float = 0.5,
+        density_cap: float | None = None,
     ):
         if not clouds:
             raise ValueError("the sampler needs at least one cloud")
@@ -234,6 +241,11 @@ class SphereSampler:
         if thin is not None and not (0 < thin[0] <= thin[1] and 0 <= thin_share <= 1):
             raise UsageError(f"thin_density needs 0 < lowest <= highest and thin_share in [0, 1], got {list(thin)} "
                              f"and {thin_share}")
+        if density_cap is not None and not density_cap > 0:
+            raise UsageError(f"density_cap must be a positive density in points/m^2, got {density_cap}")
+        self.density_cap = None if density_cap is None else float(density_cap)
+        if thin is not None and self.density_cap is not None:
+            thin = (min(thin[0], self.density_cap), min(thin[1], self.density_cap))
         self.thin, self.thin_share = (None if thin is None else (float(thin[0]), float(thin[1]))), float(thin_share)
         sizes = np.array([len(c) for c in self.clouds], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -284,8 +296,10 @@ class SphereSampler:
             cloud = self.clouds[ci]
             center = cloud.points[pi]
             idx = np.asarray(cloud.tree.query_ball_point(center, self.radius), dtype=np.int64)
+            target = self.density_cap
             if self.thin is not None and rng.random() < self.thin_share:
                 target = float(np.exp(rng.uniform(np.log(self.thin[0]), np.log(self.thin[1]))))
+            if target is not None:
                 idx = idx[thin_to_density(cloud.points[idx], target, rng)]
             # A sphere around an isolated point would make a batch that batch norm cannot train on (a batch
             # is cut at the point budget, so it may hold that sphere alone): redraw it like an unlabelled one.
@@ -337,6 +351,8 @@ class SphereSampler:
                self.radius, self.balance_classes, self.point_budget]
         if self.thin is not None:
             key = key + [["thin", *self.thin, self.thin_share]]
+        if self.density_cap is not None:
+            key = key + [["density_cap", self.density_cap]]
         return key + [self.synthetic_share] if self.synthetic_share is not None else key
 
 

@@ -126,7 +126,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
             shift = np.floor(lo)
             sub = grid_subsample(xyz - shift, dl0, features=feats, origin=lo - shift)
             logits = vote_logits(model, spec, sub.points, sub.features, radius, num_classes, opts.votes,
-                                 opts.device, opts.batch_points, bf16=opts.bf16)[0]
+                                 opts.device, opts.batch_points, bf16=opts.bf16,
+                                 density_cap=card.get("density_cap"))[0]
             pick = sub.inverse[core]
             top, second = top_two(logits)
             tile_labels = top[sub.inverse]

@@ -123,9 +123,9 @@ class Distiller(Trainer):
                              "segmentation model")
         self.teacher.model.requires_grad_(False).eval()
         self.teacher_spec = _teacher_spec(self.teacher)
-        # The student reads the teacher's data: same channels, cell, spheres and classes.
+        # The student reads the teacher's data: same channels, cell, spheres, density cap and classes.
         cfg = dataclasses.replace(cfg, features=list(card["features"]), dl0=float(card["dl0"]),
-                                  sphere_radius=float(card["sphere_radius"]),
+                                  sphere_radius=float(card["sphere_radius"]), density_cap=card.get("density_cap"),
                                   class_map=self._class_map_spec(card["classes"], Path(run_dir)))
         self.weights = {**DEFAULT_WEIGHTS, **cfg.weights}
         super().__init__(cfg, run_dir, resume=resume, quiet=quiet, echo=echo)
@@ -170,7 +170,7 @@ class Distiller(Trainer):
         num_classes = self.class_map.num_classes
         wrapper = _Outputs(self.teacher.model)
         ident = {"teacher": self.teacher.card.get("sha256") or self.cfg.teacher, "spec": dataclasses.asdict(self.teacher_spec),
-                 "radius": self.cfg.sphere_radius}
+                 "radius": self.cfg.sphere_radius, "density_cap": self.cfg.density_cap}
         for cloud in self.train_clouds:
             key = {"step": "teacher_outputs", **ident, "cloud": cloud.cache_key or cloud.source}
             hit = self.cache.load("teacher", key, [len(cloud)]) if cloud.cache_key is not None else None
@@ -179,7 +179,7 @@ class Distiller(Trainer):
             else:
                 width = num_classes + _head_width(self.teacher.model)
                 table = vote_logits(wrapper, self.teacher_spec, cloud.points, cloud.features, self.cfg.sphere_radius,
-                                    width, votes=1, device=self.device)[0]
+                                    width, votes=1, device=self.device, density_cap=self.cfg.density_cap)[0]
                 table = table.astype(np.float16)
                 if cloud.cache_key is not None:
                     self.cache.save("teacher", key, [len(cloud)], {"outputs": table})

@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
 from ..data.features import GROUND_CHANNELS, ground_surfaces, has_color, make_features
-from ..geometry import grid_subsample
+from ..geometry import grid_subsample, thin_to_density
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
 from ..models.checkpoint import Checkpoint
@@ -66,7 +66,7 @@ def top_two(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, features: np.ndarray,
                 radius: float, num_classes: int, votes: int = 1, device: str | torch.device = "cpu",
                 batch_points: int = 60_000, coverage: float = 0.7, progress=None,
-                bf16: bool = False) -> tuple[np.ndarray, int, float]:
+                bf16: bool = False, density_cap: float | None = None) -> tuple[np.ndarray, int, float]:
     """Mean logits (M, C) over the votes of every point of an already subsampled cloud, the number of regions
     of the first vote, and the passes: points sent through the network per point and vote.
 
@@ -84,7 +84,19 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     augmentation, and the tiles' borders move between votes.
     ``bf16``: run the network under bfloat16 autocast (CPUs with AVX-512 BF16 / AMX, recent GPUs); logits are
     averaged in float64 either way.
+    ``density_cap`` (points/m², a model trained with ``density_cap``): a cloud denser than the cap is thinned
+    to it at random (:func:`pcseg.geometry.thin_to_density`, a fixed seed: the same cloud, the same points)
+    the way the training spheres were, the network sees the kept points only, and every other point takes the
+    logits of the nearest kept point (3-D distance). The passes then count the kept points.
     """
+    if density_cap is not None and len(points):
+        keep = thin_to_density(points, float(density_cap), np.random.default_rng(0))
+        if len(keep) < len(points):
+            kept_logits, n_regions, passes = vote_logits(model, spec, points[keep], np.asarray(features)[keep],
+                                                         radius, num_classes, votes, device, batch_points,
+                                                         coverage, progress, bf16)
+            nearest = cKDTree(points[keep]).query(points, workers=torch.get_num_threads())[1]
+            return kept_logits[nearest], n_regions, passes * len(keep) / len(points)
     margin = (1.0 - coverage) * radius
     logit_sum = torch.zeros((len(points), num_classes), dtype=torch.float64)
     seen = np.zeros(len(points), dtype=np.int64)
@@ -183,7 +195,7 @@ def segment_points(ckpt: Checkpoint, cloud: PointCloud, votes: int = 3, device: 
     spec, sub = prepare_inputs(ckpt, cloud, hag)
     mean_logits, n_regions, passes = vote_logits(model, spec, sub.points, sub.features, radius,
                                                  len(card["classes"]["names"]), votes, device, batch_points,
-                                                 coverage, progress, bf16)
+                                                 coverage, progress, bf16, card.get("density_cap"))
     top, second = top_two(mean_logits)
     labels, runner_up = top[sub.inverse], second[sub.inverse]
     proba = softmax(mean_logits).astype(np.float32)[sub.inverse] if want_proba else None

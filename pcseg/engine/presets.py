@@ -105,13 +105,14 @@ PRESETS: dict[str, dict] = {
                   "a 10 m opening and a progressive morphological terrain model (roofs up to 256 m wide and "
                   "roofs cut by the tile's edge stand above it) + return numbers (recorded, single, first and "
                   "last of several), the echo columns zeroed on 30% of the spheres so that x, y, z-only files "
-                  "keep the model; half of the spheres thinned to a density drawn log-uniformly in 0.1-50 "
-                  "points/m^2 (sparse surveys inside the training distribution); classes, dl0 0.5 m, 25 m "
-                  "spheres, tile sampling and optimiser of als-salanet-xyz, 12 epochs of 250 steps, learning "
-                  "rate divided by 10 every 6 epochs",
+                  "keep the model; every sphere thinned to at most 4 points/m^2 (the density a 0.5 m grid "
+                  "holds on one surface; inference thins clouds to the same cap) and half of them to a density "
+                  "drawn log-uniformly in 0.1-4 points/m^2 (sparse surveys inside the training distribution); "
+                  "classes, dl0 0.5 m, 25 m spheres, tile sampling and optimiser of als-salanet-xyz, 12 epochs "
+                  "of 250 steps, learning rate divided by 10 every 6 epochs",
         "model": "salanet", "model_options": {"width": 36, "groups": 2}, "features": ["one", "terrain", "echo"],
         "dl0": 0.5, "sphere_radius": 25.0, "class_map": "als", "augmentation": "kpconv",
-        "echo_drop": 0.3, "thin_density": [0.1, 50.0], "thin_share": 0.5,
+        "echo_drop": 0.3, "thin_density": [0.1, 4.0], "thin_share": 0.5, "density_cap": 4.0,
         "per_cloud": True, **{**_KPCONV_OPT, "steps_per_epoch": 250, "spheres_per_batch": 4,
                                 "lr_decay_epochs": 6}, "epochs": 12, "val_every": 6,
     },

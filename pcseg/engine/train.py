@@ -62,6 +62,7 @@ class TrainConfig:
     echo_drop: float | None = None  # share of spheres whose echo columns are set to zero (None: the augmentation's)
     thin_density: list[float] | None = None  # [lowest, highest] points/m^2 a thinned sphere is drawn between
     thin_share: float = 0.5  # share of spheres thinned when thin_density is set (see SphereSampler)
+    density_cap: float | None = None  # points/m^2: spheres and, at inference, clouds thinned to at most this
     balance_classes: bool = False
     partial_share: float | None = 0.25  # share of sphere centres on partially labelled points (None: uniform)
     per_cloud: bool = False  # draw each sphere's cloud uniformly first (see SphereSampler)
@@ -306,7 +307,8 @@ class Trainer:
                                 balance_classes=cfg.balance_classes, augmentation=self.augmentation,
                                 partial_share=cfg.partial_share, per_cloud=cfg.per_cloud,
                                 synthetic_share=cfg.synthetic_share,
-                                thin=None if thin is None else (float(thin[0]), float(thin[1])), thin_share=cfg.thin_share)
+                                thin=None if thin is None else (float(thin[0]), float(thin[1])), thin_share=cfg.thin_share,
+                                density_cap=cfg.density_cap)
         budget = cfg.point_budget or suggest_point_budget(sampler, cfg.spheres_per_batch, seed=cfg.seed)
         sampler.point_budget = int(budget)
         if cfg.neighbor_limits is not None:
@@ -388,6 +390,8 @@ class Trainer:
                if "echo" in cfg.features and self.augmentation.echo_drop > 0 else {}),
             **({"thin_density": [float(v) for v in cfg.thin_density], "thin_share": cfg.thin_share}
                if cfg.thin_density is not None else {}),
+            # inference thins clouds to the density the spheres were capped at (pcseg.engine.infer.vote_logits)
+            **({"density_cap": float(cfg.density_cap)} if cfg.density_cap is not None else {}),
         }
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
@@ -427,7 +431,8 @@ class Trainer:
         cm = np.zeros((len(names), len(names)), dtype=np.int64)
         for cloud in self.val_clouds:
             logits = vote_logits(self.model, self.spec, cloud.points, cloud.features, self.cfg.sphere_radius,
-                                    len(names), votes=self.cfg.val_votes, device=self.device)[0]
+                                    len(names), votes=self.cfg.val_votes, device=self.device,
+                                    density_cap=self.cfg.density_cap)[0]
             cm += confusion_matrix(logits.argmax(axis=1), cloud.labels, len(names), IGNORE)
         return scores(cm, names)
 
