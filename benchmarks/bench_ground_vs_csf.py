@@ -48,7 +48,7 @@ Both filters are benchmark-only dependencies, never dependencies of pcseg:
 
 Run (from anywhere; default files are the validation tiles below, resolved relative to this script):
 
-    python benchmarks/bench_ground_vs_csf.py --model kpconv-als [--files F1 F2 ...] [--votes 1] \\
+    python benchmarks/bench_ground_vs_csf.py --model sala-als [--files F1 F2 ...] [--votes 1] \\
         [--methods pcseg csf smrf] [--threads N] [--drop-excluded] [--json out.json]
 
 The machine may be shared: the header prints the torch thread count and the load average next to the timings.

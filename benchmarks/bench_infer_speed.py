@@ -1,7 +1,7 @@
 """CPU time of `segment_points` (votes 1) on the shipped IGN LiDAR HD example, and of its build_batch calls alone.
 
-Models: the shipped ``kpconv-als`` and an untrained SALANet (width 18, S = 2 groups, dl0 0.5 m, 12 neighbours per
-layer) swapped into the same checkpoint, so both read, subsample and tile the cloud identically.
+Models: the shipped ``sala-als`` and ``sala-als-tiny`` (same channels, cell and spheres, so both read, subsample
+and tile the cloud identically; before 2026-12-07 the first was the retired ``kpconv-als``).
 
 Per model: median wall time of ``segment_points`` over ``--repeats`` runs (after one warm-up), the share of it
 spent in ``build_batch`` (timed inside those runs), and ``build_batch`` alone re-run on the exact inputs the
@@ -12,7 +12,6 @@ warm-up passed to it. The machine is shared: the load average is printed next to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -22,14 +21,9 @@ import torch
 
 import pcseg.engine.infer as infer
 from pcseg.io import read
-from pcseg.models import build, zoo
+from pcseg.models import zoo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ign_lidarhd_77060_627760.laz"
-
-
-def salanet_checkpoint(ck):
-    model = build("salanet", num_classes=8, in_features=3, width=18, groups=2, dl0=0.5, neighbor_limits=[12] * 5)
-    return dataclasses.replace(ck, model=model.eval(), card=dict(ck.card, neighbor_limits=[12] * 5))
 
 
 class TimedBuild:
@@ -84,14 +78,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cloud = read(str(EXAMPLE))
-    ck = zoo.load("kpconv-als")
+    ck = zoo.load("sala-als")
     print(f"{EXAMPLE.name}: {len(cloud.xyz)} points; torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"votes 1, medians of {args.repeats} runs; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print("| model | subsampled points | regions | batches | segment_points s | in build_batch s | rest s "
           "| build_batch alone s |")
     print("|---|---|---|---|---|---|---|---|")
-    bench("kpconv-als", ck, cloud, args.repeats)
-    bench("salanet C=18 S=2 (untrained)", salanet_checkpoint(ck), cloud, args.repeats)
+    bench("sala-als", ck, cloud, args.repeats)
+    bench("sala-als-tiny", zoo.load("sala-als-tiny"), cloud, args.repeats)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -1,6 +1,6 @@
 """Peak memory of `pcseg segment` on a 20 M-point LAS made by tiling a real IGN tile (goal: under 3 GB).
 
-Usage: python benchmarks/bench_segment_large.py [--points 20000000] [--model kpconv-als] [--votes 1]
+Usage: python benchmarks/bench_segment_large.py [--points 20000000] [--model sala-als] [--votes 1]
 Builds the file once in a temporary folder (written chunk by chunk), runs `pcseg segment` on it in a child
 process and reports the child's peak RSS (getrusage), wall time and points/s.
 """
@@ -44,7 +44,7 @@ def build(path: str, n: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=20_000_000)
-    ap.add_argument("--model", default="kpconv-als")
+    ap.add_argument("--model", default="sala-als")
     ap.add_argument("--votes", type=int, default=1)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="pcseg-bench-")

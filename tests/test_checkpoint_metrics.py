@@ -147,7 +147,7 @@ def _strings(value):
         yield value
 
 
-@pytest.mark.parametrize("name", ["sala-als", "sala-als-tiny", "kpconv-als", "sala-s3dis", "focals-kitti"])
+@pytest.mark.parametrize("name", ["sala-als", "sala-als-terrain", "sala-als-tiny", "sala-s3dis", "focals-kitti"])
 def test_shipped_cards_name_no_machine_path(name):
     """Neither a shipped card nor the card inside its checkpoint shows a folder of the machine it was made on."""
     import json

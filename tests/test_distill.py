@@ -233,10 +233,10 @@ def halves(tmp_path_factory):
 def _distiller(tmp_path, data, **overrides):
     from pcseg.engine.distill import DistillConfig, Distiller
 
-    settings = dict(teacher="kpconv-als", data=[data], spheres_per_batch=1, max_steps=2, log_every=1,
+    settings = dict(teacher="sala-als", data=[data], spheres_per_batch=1, max_steps=2, log_every=1,
                     cache_dir=str(tmp_path / "cache"), cross_points=256)
     settings.update(overrides)
-    cfg = DistillConfig.from_preset("als-salanet-tiny", settings)
+    cfg = DistillConfig.from_preset("als-salanet-xyz-tiny", settings)
     return Distiller(cfg, tmp_path / "run")
 
 
@@ -260,12 +260,12 @@ def test_gradients_reach_only_the_student_and_its_heads(tmp_path, halves):
 
     ck = load_checkpoint(tmp_path / "run" / "last.safetensors")
     assert set(ck.model.state_dict()) == set(d.model.state_dict())
-    assert ck.card["teacher"]["name"] == "kpconv-als" and ck.card["params_ratio"] > 8
+    assert ck.card["teacher"]["name"] == "sala-als" and ck.card["params_ratio"] > 8
     # the card's command reruns the distillation (not a plain `pcseg train`, which knows no teacher)
     import shlex
 
     cmd = shlex.split(ck.card["training"]["command"])
-    assert cmd[:4] == ["pcseg", "distill", "--teacher", "kpconv-als"] and "-o" in cmd and "--student" in cmd
+    assert cmd[:4] == ["pcseg", "distill", "--teacher", "sala-als"] and "-o" in cmd and "--student" in cmd
     assert not any(a.startswith(("teacher=", "features=", "dl0=")) for a in cmd)
 
 
@@ -277,7 +277,7 @@ def test_switched_off_terms_are_not_computed(tmp_path, halves):
 
 
 def test_short_distillation_lowers_the_kl_on_a_real_tile(tmp_path, halves):
-    d = _distiller(tmp_path, halves[0], max_steps=12, optimizer="adamw", lr=5e-3, weight_decay=0.0,
+    d = _distiller(tmp_path, halves[0], max_steps=24, optimizer="adamw", lr=5e-3, weight_decay=0.0,
                    weights={"ce": 0, "point": 0, "voxel": 0, "channel": 0, "cross": 0}, augmentation="none")
     probe = [d.sampler.sample_batch(np.random.default_rng(100 + k)).to("cpu") for k in range(2)]
 
@@ -295,7 +295,7 @@ def test_teacher_cache_gives_teacher_outputs_for_the_batch_points(tmp_path, halv
     d = _distiller(tmp_path, halves[0], teacher_cache=True)
     batch = d.sampler.sample_batch(np.random.default_rng(0)).to("cpu")
     z_t, f_t = d._teacher_outputs(batch)
-    assert z_t.shape == (len(batch.points[0]), 8) and f_t.shape[1] == 32
+    assert z_t.shape == (len(batch.points[0]), 6) and f_t.shape[1] == 18   # sala-als: 6 classes, 18-wide last features
     # the cached logits agree with the teacher's own predictions on most points (spheres differ at borders)
     from pcseg.engine.distill import with_limits
 
@@ -309,7 +309,7 @@ def test_distill_cli_writes_a_segmentable_student_with_its_comparison(tmp_path, 
 
     monkeypatch.setenv("PCSEG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "student"
-    code = main(["distill", "--teacher", "kpconv-als", "--student", "als-salanet-tiny", "-d", halves[0], "--val",
+    code = main(["distill", "--teacher", "sala-als", "--student", "als-salanet-xyz-tiny", "-d", halves[0], "--val",
                  halves[1], "--max-steps", "2", "--run-dir", str(tmp_path / "run"), "-o", str(out), "-q",
                  "spheres_per_batch=1", "cross_points=256"])
     captured = capsys.readouterr()
@@ -317,7 +317,7 @@ def test_distill_cli_writes_a_segmentable_student_with_its_comparison(tmp_path, 
     assert captured.out.strip() == str(out) + ".safetensors"
     assert main(["models", "info", str(out) + ".safetensors", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
-    assert card["teacher"]["name"] == "kpconv-als" and card["params"] < card["teacher"]["params"] / 8
+    assert card["teacher"]["name"] == "sala-als" and card["params"] < card["teacher"]["params"] / 8
     cmp = card["comparison"]
     assert set(cmp) >= {"teacher", "distilled", "measured_on"} and cmp["measured_on"] == [halves[1]]
     assert cmp["teacher"]["miou"] > 0.2 and card["speed_ratio"] > 0
@@ -326,11 +326,11 @@ def test_distill_cli_writes_a_segmentable_student_with_its_comparison(tmp_path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["distill", "--student", "als-salanet-tiny", "-o", "x"], "pass --teacher"),
-    (["distill", "--teacher", "kpconv-als", "-o", "x"], "pass --student"),
-    (["distill", "--teacher", "kpconv-als", "--student", "als-salanet-tiny", "-o", "x", "-d", str(EXAMPLE),
+    (["distill", "--student", "als-salanet-xyz-tiny", "-o", "x"], "pass --teacher"),
+    (["distill", "--teacher", "sala-als", "-o", "x"], "pass --student"),
+    (["distill", "--teacher", "sala-als", "--student", "als-salanet-xyz-tiny", "-o", "x", "-d", str(EXAMPLE),
       "weights.kl=1"], "unknown loss term kl"),
-    (["distill", "--teacher", "no-such-model", "--student", "als-salanet-tiny", "-o", "x", "-d", str(EXAMPLE)],
+    (["distill", "--teacher", "no-such-model", "--student", "als-salanet-xyz-tiny", "-o", "x", "-d", str(EXAMPLE)],
      "no model 'no-such-model'"),
 ])
 def test_distill_usage_errors_are_one_line(args, message, tmp_path, capsys):

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         quiet = quiet or json_out
 
         if teacher is None and not resume:
-            raise UsageError("pass --teacher: the model to distill (e.g. kpconv-als)")
+            raise UsageError("pass --teacher: the model to distill (e.g. sala-als)")
         if student is None and not resume:
             raise UsageError("pass --student: a student preset (e.g. als-salanet-tiny) or a TOML file")
         if output is None:

@@ -76,7 +76,7 @@ PRESETS: dict[str, dict] = {
     "als-salanet-tiny": {
         "source": "SALANet C=18, S=2 (SALA Table 2's 0.41 M-parameter width) with the airborne settings of "
                   "als-kpfcnn and 12 neighbours per layer (instead of ~30 calibrated): the student of "
-                  "`pcseg distill --teacher kpconv-als`, an eighth of the teacher's parameters",
+                  "`pcseg distill` from an airborne KP-FCNN teacher (als-kpfcnn), an eighth of its parameters",
         "model": "salanet", "model_options": {"width": 18, "groups": 2}, "features": ["one", "intensity", "z"],
         "dl0": 0.5, "sphere_radius": 25.0, "class_map": "asprs", "augmentation": "kpconv",
         "neighbor_limits": [12, 12, 12, 12, 12], **_KPCONV_OPT,
