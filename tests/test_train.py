@@ -250,3 +250,30 @@ def test_ddp_two_processes_on_cpu(tiles, tmp_path):
     assert steps == [1, 2, 3]  # rank 0 alone writes
     ck = load_checkpoint(run / "last.safetensors")
     assert ck.card["training"]["steps"] == 3
+
+
+def test_init_widens_the_input_layer_for_appended_channels(tiles, tmp_path):
+    """A run reading the init's channels plus new ones starts from the init: the old columns of the input layer
+    are copied, the new ones are zero, so the widened network gives the init's logits whatever the new channels
+    hold. A run whose channels are not the init's followed by new ones is still refused."""
+    from pcseg.data.batch import build_batch
+
+    Trainer(tiny(data=tiles, max_steps=2), tmp_path / "base").train()
+    start = str(tmp_path / "base" / "last.safetensors")
+    old = load_checkpoint(start).model.eval()
+    said = []
+    wide = Trainer(tiny(data=tiles, max_steps=1, init=start, features=["one", "intensity", "z", "echo"]),
+                   tmp_path / "wide", echo=said.append)
+    assert any("widened" in m for m in said)
+    net = wide.model.eval()
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-10, 10, (3000, 3)).astype(np.float32)
+    feats = rng.uniform(0, 1, (3000, 3)).astype(np.float32)
+    extra = rng.uniform(0, 1, (3000, 4)).astype(np.float32)           # anything in the new channels
+    with torch.no_grad():
+        a = old(build_batch([pts], [feats], old.pyramid_spec).to("cpu"))
+        b = net(build_batch([pts], [np.concatenate([feats, extra], 1)], net.pyramid_spec).to("cpu"))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UsageError, match="does not match"):      # new channels first: not a widening
+        Trainer(tiny(data=tiles, max_steps=1, init=start, features=["one", "echo", "intensity", "z"]),
+                tmp_path / "front")

@@ -241,7 +241,12 @@ class Trainer:
 
     def _load_init(self, model: torch.nn.Module, init: str) -> None:
         """Fine-tuning: the weights of ``init`` (a shipped model or a checkpoint of the same network, classes and
-        input channels), checked shape by shape."""
+        input channels), checked shape by shape.
+
+        A run whose input channels are the init's followed by new ones (``one, rgb, z`` then ``shape``) starts
+        from the init too: the input layer's columns of the old channels are copied and those of the new
+        channels start at zero, so the widened network computes exactly what the init computed, whatever the new
+        channels hold, and training learns what to read from them."""
         from ..models import zoo
 
         ck = zoo.load(init, "cpu")
@@ -251,10 +256,22 @@ class Trainer:
                              f"({', '.join(self.class_map.names)}); fine-tuning keeps the class set")
         theirs, ours = ck.model.state_dict(), model.state_dict()
         wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
-        if wrong or len(theirs) != len(ours):
+        old_feats = list(ck.card.get("features") or [])
+        widened = (old_feats and list(self.cfg.features[:len(old_feats)]) == old_feats
+                   and len(self.cfg.features) > len(old_feats) and len(wrong) == 1 and len(theirs) == len(ours)
+                   and theirs[wrong[0]].ndim == 2 and ours[wrong[0]].shape[0] == theirs[wrong[0]].shape[0]
+                   and ours[wrong[0]].shape[1] > theirs[wrong[0]].shape[1])
+        if (wrong and not widened) or len(theirs) != len(ours):
             raise UsageError(f"init={init}: a {ck.card.get('model')} network that does not match this run's "
                              f"{self.cfg.model} ({len(wrong)} tensors differ, first {wrong[:1]}); use the preset "
                              f"and features it was trained with")
+        if widened:
+            key = wrong[0]
+            grown = torch.zeros_like(ours[key])
+            grown[:, :theirs[key].shape[1]] = theirs[key]
+            theirs = {**theirs, key: grown}
+            self.echo(f"init={init}: input layer widened from {', '.join(old_feats)} to "
+                      f"{', '.join(self.cfg.features)}; the new channels' weights start at zero")
         model.load_state_dict(theirs)
 
     # data
