@@ -16,6 +16,9 @@ string                       what it gives                                      
 ``[:N][@ROOT]``              object bank of ROOT/indoor, default
                              ``$PCSEG_SHARED_DATA`` or ``../shared/data``, without
                              its validation files: :mod:`pcseg.data.object_bank`)
+``synthetic:varied-rooms``   N bank rooms with drawn variants: no beams, a sloped   S3DIS ids      ``s3dis``
+``[:N][@ROOT]``              ceiling, a partial-scan crop (as bank-rooms; see
+                             :mod:`pcseg.data.synthetic_rooms`)
 S3DIS root (has ``Area_N``)  training: every area but the held-out one (Area 5 by   ``class``      ``s3dis``
                              default); validation: the held-out area only
 ``.../Area_N`` or a room     every room of the area / that room (``Annotations/``)  ``class``      ``s3dis``
@@ -60,6 +63,7 @@ from .features import make_features, parse_channels
 
 SYNTHETIC_PREFIX = "synthetic:rooms"
 BANK_ROOMS_PREFIX = "synthetic:bank-rooms"
+VARIED_ROOMS_PREFIX = "synthetic:varied-rooms"  # bank rooms with variants (their own sources: varied-rooms#seed)
 SYNTHETIC_TRAIN_ROOMS, SYNTHETIC_VAL_ROOMS = 8, 4
 SYNTHETIC_VAL_SEED0 = 1_000_000  # validation rooms use seeds far from the training ones
 S3DIS_VAL_AREA = 5  # KPConv §4.2 and SALA §4.1: Area 5 is the test area
@@ -144,7 +148,8 @@ class CloudSource:
 
             bank = _object_bank(self.options["bank"]) if "bank" in self.options else None
             xyz, rgb, raw = generate_room(np.random.default_rng(self.options["seed"]),
-                                          density=self.options.get("density", 800.0), bank=bank)
+                                          density=self.options.get("density", 800.0), bank=bank,
+                                          variants=self.options.get("variants", False))
             fields = {"red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2], "class": raw}
         else:
             from ..io import read
@@ -225,20 +230,23 @@ def _s3dis_rooms(area: Path) -> list[Path]:
 
 def _expand(spec: str, role: str, s3dis_val_area: int) -> list[tuple[str, str, dict, tuple[str, ...]]]:
     """(kind, path, options, files) for one ``--data`` string."""
-    if spec.startswith(BANK_ROOMS_PREFIX):
-        m = re.fullmatch(r"(?::(\d+))?(?:@(.+))?", spec[len(BANK_ROOMS_PREFIX):])
+    for prefix in (BANK_ROOMS_PREFIX, VARIED_ROOMS_PREFIX):
+        if not spec.startswith(prefix):
+            continue
+        m = re.fullmatch(r"(?::(\d+))?(?:@(.+))?", spec[len(prefix):])
         if not m:
-            raise UsageError(f"{spec!r}: write synthetic:bank-rooms, synthetic:bank-rooms:N (N rooms) or "
-                             "synthetic:bank-rooms:N@DATA_ROOT")
+            raise UsageError(f"{spec!r}: write {prefix}, {prefix}:N (N rooms) or {prefix}:N@DATA_ROOT")
         from .object_bank import default_data_root
 
         root = Path(m.group(2)) if m.group(2) else default_data_root()
         if not (root / "indoor").is_dir():
-            raise BadInputError("no indoor/ folder of real scans for the object bank (give synthetic:bank-rooms:N@"
+            raise BadInputError(f"no indoor/ folder of real scans for the object bank (give {prefix}:N@"
                                 "DATA_ROOT or set PCSEG_SHARED_DATA)", str(root))
         n = int(m.group(1)) if m.group(1) else (SYNTHETIC_TRAIN_ROOMS if role == "train" else SYNTHETIC_VAL_ROOMS)
         seed0 = 0 if role == "train" else SYNTHETIC_VAL_SEED0
-        return [("synthetic", f"{BANK_ROOMS_PREFIX}#{seed0 + i}", {"seed": seed0 + i, "bank": os.path.abspath(root)},
+        # varied rooms: the same seeds, another source name and the variants option (their own cache entries)
+        extra = {"variants": True} if prefix == VARIED_ROOMS_PREFIX else {}
+        return [("synthetic", f"{prefix}#{seed0 + i}", {"seed": seed0 + i, "bank": os.path.abspath(root), **extra},
                  ()) for i in range(n)]
     if spec.startswith(SYNTHETIC_PREFIX):
         rest = spec[len(SYNTHETIC_PREFIX):]

@@ -1,14 +1,15 @@
 """Procedural indoor rooms labelled with the 13 S3DIS classes (``--data synthetic:rooms``), optionally furnished
-with real scanned objects (``--data synthetic:bank-rooms``).
+with real scanned objects (``--data synthetic:bank-rooms``), and bank rooms of varied shape and completeness
+(``--data synthetic:varied-rooms``, see *Variants* below).
 
 For tests, smoke runs and pre-training only: scores measured on these rooms say nothing about real-world
 quality and must never be reported as such.
 
-A room is a box (floor, ceiling, four walls) with doors and windows cut into the walls, boards hung on them,
-ceiling beams, columns along the walls, and furniture on the floor: tables with chairs around them, sofas,
-bookcases against the walls, and clutter (boxes, bins, cylinders) on tables, shelves and the floor. Every
-element is built from boxes, rectangles and cylinders whose surfaces are sampled uniformly at random
-(Poisson-distributed counts per face, no Python loop over points). Then:
+A room is a box (floor, ceiling, four walls; a varied room's ceiling may slope) with doors and windows cut
+into the walls, boards hung on them, ceiling beams, columns along the walls, and furniture on the floor: tables
+with chairs around them, sofas, bookcases against the walls, and clutter (boxes, bins, cylinders) on tables,
+shelves and the floor. Every element is built from boxes, rectangles and cylinders whose surfaces are sampled
+uniformly at random (Poisson-distributed counts per face, no Python loop over points). Then:
 
 * hidden surfaces are removed: points inside another part's solid volume (the floor under a bookcase, the
   wall behind a column);
@@ -47,15 +48,49 @@ same scan simulation:
   0.85-1.15 times a brightness 0.8-1.15) is applied to every colour. Real colours are not re-shaded or
   re-noised: they already carry the light and sensor noise of their scans.
 
+Variants (``variants=True``, the rooms of ``synthetic:varied-rooms``; issue #28): so that a model learns what
+makes a ceiling a ceiling (the highest surface above the floor) rather than what the training rooms looked like,
+each room draws, independently of one another and before its layout:
+
+* beams: none with probability 1/2 (:data:`VARIANT_NO_BEAMS`; the beam class is then absent);
+* the ceiling (:data:`VARIANT_CEILINGS`): flat (1/2), a shed roof (1/4: one plane tilted 8-25 degrees about
+  the axis of one of the four walls, drawn uniformly, rising away from it) or a gable (1/4: two planes of the
+  same 8-25 degree pitch, rising from the two long walls to a ridge along the middle of the room). The drawn
+  room height is the ceiling's lowest point (the eaves), so that doors, windows, boards and furniture, placed
+  below it as in a flat room, stay below the ceiling everywhere; walls and columns reach up to the ceiling
+  (their tops follow it), beams run level along the slope's contour lines with their top at the ceiling's
+  lowest point above them. The ceiling keeps its label and is sampled at the room's density over its true
+  (sloped) area; :attr:`RoomVariant.planes` and :func:`ceiling_height` describe it;
+* a partial scan, with probability 0.35 (:data:`VARIANT_CROP`), as a crop box around a real scan gives it:
+  a height crop only (40% of the cropped rooms), a wall cut only (40%) or both (20%). The height crop cuts
+  away everything above a height drawn uniformly between 1.6 m and the lowest ceiling point minus 0.1 m (the
+  scan then has no ceiling, and usually no beam); the wall cut is one vertical plane, with probability 1/2
+  (:data:`VARIANT_CUT_CORNER`) parallel to the wall farthest from the scanners (0.3 m to 40% of the room's
+  span inside it: that wall is missing), else oblique across the corner farthest from them (through the two
+  walls that meet there, at 30-100% of their lengths from the corner: their far parts are missing); every
+  scanner stays on the kept side, at least 0.5 m from the plane (a wall cut with no wall far enough from the
+  scanners becomes a corner cut).
+  The crop applies to the finished scan (after occlusion, range thinning and noise): it is a crop of a real
+  scan, not a room without walls whose scanners would see outside. Objects cut in two keep their points on the
+  kept side; the room keeps its scanner positions (above a height crop, possibly) and the layout objects that
+  still have points or reach the kept part.
+
+Occlusion needs nothing more: a room under a sloped ceiling is still convex (the floor box cut by one or two
+planes), so the shell occludes nothing, and the boxes of columns reaching above a sloped ceiling are only crossed
+by segments that leave the room. The 13-class rule becomes "every class but those the variant removed"
+(:attr:`Room.absent`: the beams it did not draw, the classes the crop cut away), checked on the room before its
+crop so that crops are not redrawn. Without variants nothing of this is drawn: the rooms of ``synthetic:rooms``
+and ``synthetic:bank-rooms`` are unchanged for a seed.
+
 :func:`generate_room` returns ``(xyz float64 (N, 3), rgb uint8 (N, 3), labels int64 (N,))`` with S3DIS ids
-(:data:`pcseg.data.classmaps.S3DIS_NAMES`); every room contains all 13 classes. :func:`build_room` returns the
-:class:`Room` with instances, layout and scanner positions. Without a bank both give exactly the rooms of
-generator version 1 for the same seeds.
+(:data:`pcseg.data.classmaps.S3DIS_NAMES`); every room contains all 13 classes (but those its variant removed).
+:func:`build_room` returns the :class:`Room` with instances, layout, scanner positions and variant. Without a
+bank both give exactly the rooms of generator version 1 for the same seeds.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,7 +103,9 @@ if TYPE_CHECKING:
 
 GENERATOR_VERSION = 2
 """Bumped whenever the generator's output for a seed changes (cached preprocessing of old rooms then misses).
-2: rooms furnished from the object bank (the procedural rooms of a seed are unchanged)."""
+2: rooms furnished from the object bank (the procedural rooms of a seed are unchanged). The variants
+(``synthetic:varied-rooms``) came later without a bump: they add rooms and change none (their sources have
+their own names and options, hence their own cache entries)."""
 
 C = {name: i for i, name in enumerate(S3DIS_NAMES)}
 
@@ -201,8 +238,9 @@ class PlacedObject:
 class Room:
     """A generated room: points (``xyz``, ``rgb``, S3DIS ``labels``), the layout object each point belongs to
     (``instances``, -1 for the shell and beams), the ``objects`` of the layout, the ``scanners`` (S, 3) and
-    the scan settings drawn for it (``falloff`` r0 in metres, sampling ``density`` per square metre) and its
-    ``size`` (length, width, height)."""
+    the scan settings drawn for it (``falloff`` r0 in metres, sampling ``density`` per square metre), its
+    ``size`` (length, width, height: the height of the ceiling's lowest point) and, in a varied room, its
+    ``variant``."""
 
     xyz: np.ndarray
     rgb: np.ndarray
@@ -213,6 +251,57 @@ class Room:
     falloff: float = 3.0
     density: float = 800.0
     size: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    variant: "RoomVariant | None" = None
+    absent: tuple[int, ...] = ()
+    """Classes the variant removed (the beam class of a room without beams, classes a crop cut away): every
+    other S3DIS class is present."""
+
+
+@dataclass
+class RoomVariant:
+    """What a varied room (``variants=True``, see the module docstring) drew.
+
+    beams: whether it has ceiling beams; ceiling: ``flat``, ``shed`` or ``gable``, tilted by ``slope``
+    degrees (0 when flat); planes: (K, 3) rows (c, gx, gy), the ceiling is ``z = min_k(c + gx x + gy y)``
+    (:func:`ceiling_height`); its lowest point is the room's drawn height, ``Room.size[2]``. crop_height: the
+    height above which the scan was cut away (None: not cropped); cut: (mx, my, off), the points with
+    ``mx x + my y > off`` were cut away (None: not cut); cut_kind: ``wall`` (a plane parallel to the wall
+    farthest from the scanners: that wall is missing) or ``corner`` (an oblique plane across the farthest
+    corner: the far parts of the two walls that meet there are missing).
+    """
+
+    beams: bool
+    ceiling: str
+    slope: float
+    planes: np.ndarray
+    crop_height: float | None = None
+    cut: np.ndarray | None = None
+    cut_kind: str | None = None
+
+
+def ceiling_height(planes: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Height of the ceiling ``min_k(c_k + gx_k x + gy_k y)`` of :attr:`RoomVariant.planes` above ``xy`` (N, 2)."""
+    planes = np.asarray(planes, dtype=np.float64).reshape(-1, 3)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return np.min(planes[:, 0] + xy @ planes[:, 1:].T, axis=1)
+
+
+def _ceiling_extremes(planes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[float, float]:
+    """(lowest, highest) ceiling height over the rectangle [x0, x1] x [y0, y1] (a segment when degenerate).
+
+    The ceiling is a minimum of planes: its lowest point over a rectangle is a corner, its highest a corner or
+    a point of a ridge (where two planes meet; the ridges drawn here are parallel to x or y)."""
+    xs, ys = [x0, x1], [y0, y1]
+    for i in range(len(planes)):
+        for j in range(i + 1, len(planes)):
+            dc, dgx, dgy = planes[i] - planes[j]
+            if dgx == 0.0 and dgy != 0.0 and y0 <= -dc / dgy <= y1:
+                ys.append(-dc / dgy)
+            elif dgy == 0.0 and dgx != 0.0 and x0 <= -dc / dgx <= x1:
+                xs.append(-dc / dgx)
+    corners = ceiling_height(planes, np.array([(x, y) for x in (x0, x1) for y in (y0, y1)]))
+    top = ceiling_height(planes, np.array([(x, y) for x in xs for y in ys]))
+    return float(corners.min()), float(top.max())
 
 
 class _Floorplan:
@@ -261,6 +350,7 @@ def generate_room(
     size: tuple[float, float, float] | None = None,
     bank: "ObjectBank | None" = None,
     bank_share: float = 0.6,
+    variants: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random room: ``(xyz float64 (N, 3), rgb uint8 (N, 3), labels int64 (N,))``, S3DIS ids.
 
@@ -268,12 +358,14 @@ def generate_room(
     noise: scanner noise standard deviation in metres; n_scanners: 1 or 2 (random when None);
     size: (length, width, height) in metres (random 4-8 x 3.5-6 x 2.7-3.3 when None); bank: an object bank
     to furnish the room with real objects (None: procedural furniture only, the rooms of generator version 1);
-    bank_share: the probability that a piece of furniture is a bank object when the bank has one that fits.
-    Coordinates: the floor's corner at the origin, z up, floor at z = 0. All 13 classes are present: a layout
-    where some piece of furniture found no room is drawn again (from the same generator, so still
-    deterministic for a seed).
+    bank_share: the probability that a piece of furniture is a bank object when the bank has one that fits;
+    variants: draw the room's variant (beams or none, flat or sloped ceiling, partial-scan crop: see the module
+    docstring; False: the rooms of ``synthetic:rooms`` / ``synthetic:bank-rooms``, unchanged).
+    Coordinates: the floor's corner at the origin, z up, floor at z = 0. All 13 classes are present (but those
+    a variant removed): a layout where some piece of furniture found no room is drawn again (from the same
+    generator, so still deterministic for a seed).
     """
-    room = build_room(rng, density, noise, n_scanners, size, bank=bank, bank_share=bank_share)
+    room = build_room(rng, density, noise, n_scanners, size, bank=bank, bank_share=bank_share, variants=variants)
     return room.xyz, room.rgb, room.labels
 
 
@@ -286,19 +378,21 @@ def build_room(
     bank: "ObjectBank | None" = None,
     bank_share: float = 0.6,
     occlusion: bool = True,
+    variants: bool = False,
 ) -> Room:
     """:func:`generate_room` with everything it knows: the :class:`Room` (instances, layout, scanners).
 
     occlusion: False keeps the points that the scanners cannot see (range thinning still applies, with the
     same random draws, so the room is otherwise identical): what tests compare occlusion against.
+    size[2]: the height of the ceiling's lowest point (a sloped ceiling rises from it).
     """
     if size is not None and (min(size[0], size[1]) < 3.0 or size[2] < 2.4):
         raise ValueError("rooms need at least 3 x 3 m of floor and 2.4 m of height")
     if not 0.0 <= bank_share <= 1.0:
         raise ValueError("bank_share must lie in [0, 1]")
     for _ in range(50):
-        room = _generate_room(rng, density, noise, n_scanners, size, bank, bank_share, occlusion)
-        if len(np.unique(room.labels)) == len(S3DIS_NAMES):
+        room = _generate_room(rng, density, noise, n_scanners, size, bank, bank_share, occlusion, variants)
+        if len(set(np.unique(room.labels).tolist()) | set(room.absent)) == len(S3DIS_NAMES):
             return room
     raise RuntimeError("could not place all 13 classes in 50 layouts (room too small or density too low)")
 
@@ -324,9 +418,90 @@ def _wall_yaw(wall: int, length: float, width: float) -> float:
     return math.atan2(n[1], n[0]) - math.pi / 2
 
 
+# Varied rooms (``variants=True``): the probabilities of each room's independent draws (module docstring)
+VARIANT_NO_BEAMS = 0.5
+VARIANT_CEILINGS = (("flat", 0.5), ("shed", 0.25), ("gable", 0.25))
+VARIANT_SLOPE = (8.0, 25.0)  # degrees
+VARIANT_CROP = 0.35  # a partial scan: the share of cropped rooms, then what the crop does:
+VARIANT_CROP_KINDS = (("height", 0.4), ("cut", 0.4), ("both", 0.2))
+VARIANT_CUT_CORNER = 0.5  # a cut across the far corner (else parallel to the far wall)
+CROP_MIN_HEIGHT = 1.6  # a height crop lies between this and the lowest ceiling point minus CROP_CEILING_GAP
+CROP_CEILING_GAP = 0.1
+
+
+def _draw_variant(rng: np.random.Generator, length: float, width: float,
+                  height: float) -> tuple[RoomVariant, tuple[str, np.ndarray] | None]:
+    """The variant of a room whose ceiling's lowest point is at ``height``, and the draws of its wall cut (kind
+    and two uniforms; resolved by :func:`_resolve_cut` once the scanners stand). Always the same number of
+    draws."""
+    beams = bool(rng.random() >= VARIANT_NO_BEAMS)
+    u = rng.random()
+    edges = np.cumsum([p for _, p in VARIANT_CEILINGS])
+    ceiling = VARIANT_CEILINGS[min(int(np.searchsorted(edges, u, side="right")), len(edges) - 1)][0]
+    slope = float(rng.uniform(*VARIANT_SLOPE))
+    low_wall = int(rng.integers(4))
+    cropped, u_kind, u_height = rng.random() < VARIANT_CROP, rng.random(), rng.random()
+    corner, u_cut = rng.random() < VARIANT_CUT_CORNER, rng.random(2)
+
+    def plane(wall: int) -> np.ndarray:  # rising from ``wall`` at the slope: height + t * distance to it
+        o, _, n, _ = _wall_frame(wall, length, width)
+        t = math.tan(math.radians(slope))
+        return np.array([height - t * float(o @ n), t * n[0], t * n[1]])
+
+    if ceiling == "flat":
+        slope, planes = 0.0, np.array([[height, 0.0, 0.0]])
+    elif ceiling == "shed":  # tilted about the axis of the low wall
+        planes = plane(low_wall)[None]
+    else:  # the ridge along the room's longer side, in its middle
+        planes = np.stack([plane(0), plane(2)] if length >= width else [plane(1), plane(3)])
+    kinds = np.cumsum([p for _, p in VARIANT_CROP_KINDS])
+    kind = VARIANT_CROP_KINDS[min(int(np.searchsorted(kinds, u_kind, side="right")), len(kinds) - 1)][0]
+    crop_height = None
+    if cropped and kind in ("height", "both"):
+        crop_height = CROP_MIN_HEIGHT + u_height * (height - CROP_CEILING_GAP - CROP_MIN_HEIGHT)
+    cut = ("corner" if corner else "wall", u_cut) if cropped and kind in ("cut", "both") else None
+    return RoomVariant(beams, ceiling, slope, planes, crop_height), cut
+
+
+def _resolve_cut(kind: str, u: np.ndarray, scanners: np.ndarray, length: float,
+                 width: float) -> tuple[str, np.ndarray]:
+    """(kind, plane (mx, my, off)) of a wall cut: the points with ``mx x + my y > off`` are cut away; the
+    scanners all stay on the kept side, at least 0.5 m from the plane.
+
+    wall: parallel to the wall farthest from the scanners (its nearest scanner the farthest), 0.3 m to 40% of
+    the room's span inside it (a corner cut instead when that wall has no scanner 0.8 m or more away); corner:
+    an oblique plane across the corner farthest from the scanners' centre, meeting the two walls there at
+    30-100% of their lengths from the corner (pulled toward the corner until the scanners are clear)."""
+    xy = scanners[:, :2]
+    if kind == "wall":
+        frames = [_wall_frame(w, length, width) for w in range(4)]
+        o, _, n, _ = max(frames, key=lambda f: float(((xy - f[0]) @ f[2]).min()))
+        span = width if n[0] == 0 else length
+        clear = float(((xy - o) @ n).min()) - 0.5  # the nearest scanner's distance to the wall, less 0.5 m
+        if clear >= 0.3:
+            depth = 0.3 + u[0] * (min(0.4 * span, clear) - 0.3)
+            m = -n  # toward the far wall
+            return "wall", np.array([m[0], m[1], float(m @ o) - depth])
+    centre = xy.mean(axis=0)
+    corners = np.array([[0.0, 0.0], [length, 0.0], [length, width], [0.0, width]])
+    k = int(np.argmax(np.linalg.norm(corners - centre, axis=1)))
+    c, a_end, b_end = corners[k], corners[(k + 1) % 4], corners[(k - 1) % 4]
+    fa, fb = 0.3 + 0.7 * u[0], 0.3 + 0.7 * u[1]
+    for _ in range(60):
+        a, b = c + fa * (a_end - c), c + fb * (b_end - c)
+        t = (b - a) / np.linalg.norm(b - a)
+        m = np.array([t[1], -t[0]])
+        if m @ (c - a) < 0:
+            m = -m  # toward the corner
+        if float((xy @ m).max()) <= float(m @ a) - 0.5:
+            break
+        fa, fb = fa * 0.9, fb * 0.9
+    return "corner", np.array([m[0], m[1], float(m @ a)])
+
+
 def _generate_room(rng: np.random.Generator, density: float, noise: float, n_scanners: int | None,
                    size: tuple[float, float, float] | None, bank: "ObjectBank | None" = None,
-                   bank_share: float = 0.6, occlusion: bool = True) -> Room:
+                   bank_share: float = 0.6, occlusion: bool = True, variants: bool = False) -> Room:
     composed = bank is not None
     if composed:  # per-room scan settings and colour balance (see the module docstring)
         density = density * rng.uniform(0.6, 1.4)
@@ -337,6 +512,8 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
     if size is None:
         size = (rng.uniform(4.0, 8.0), rng.uniform(3.5, 6.0), rng.uniform(2.7, 3.3))
     length, width, height = (float(v) for v in size)
+    variant, cut_draw = _draw_variant(rng, length, width, height) if variants else (None, None)
+    planes = variant.planes if variant is not None else None
     sc = _Scene(rng, density)
     plan = _Floorplan(length, width)
     paint = sc.color("paint")
@@ -385,11 +562,27 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
 
     # Floor, ceiling and walls (points of openings are removed below)
     sc.rect([0, 0, 0], [0, width, 0], [length, 0, 0], C["floor"], sc.color("floor"))  # normal +z
-    sc.rect([0, 0, height], [length, 0, 0], [0, width, 0], C["ceiling"], sc.color("ceiling"))  # normal -z
+    if variant is None or variant.ceiling == "flat":
+        sc.rect([0, 0, height], [length, 0, 0], [0, width, 0], C["ceiling"], sc.color("ceiling"))  # normal -z
+    else:  # each plane over the part of the floor where it is the lowest (a gable: one half each)
+        ceiling_col = sc.color("ceiling")
+        for c0, gx, gy in planes:
+            x0, y0, x1, y1 = 0.0, 0.0, length, width
+            if len(planes) > 1 and gx != 0.0:  # ridge across x = length / 2
+                x0, x1 = (0.0, length / 2) if gx > 0 else (length / 2, length)
+            elif len(planes) > 1:  # ridge across y = width / 2
+                y0, y1 = (0.0, width / 2) if gy > 0 else (width / 2, width)
+            u, v = np.array([x1 - x0, 0.0, gx * (x1 - x0)]), np.array([0.0, y1 - y0, gy * (y1 - y0)])
+            sc.rect([x0, y0, c0 + gx * x0 + gy * y0], v, u, C["ceiling"], ceiling_col)  # normal down
     walls_pts_start = len(sc.pts)
     for wall in range(4):
         o, d, n, wlen = _wall_frame(wall, length, width)
-        sc.rect([*o, 0.0], [0, 0, height], [*(d * wlen), 0.0], C["wall"], paint)  # normal points inward
+        top = height
+        if variant is not None:  # up to the ceiling's highest point along it (what is above is cut below)
+            end = o + d * wlen
+            top = _ceiling_extremes(planes, min(o[0], end[0]), min(o[1], end[1]), max(o[0], end[0]),
+                                    max(o[1], end[1]))[1]
+        sc.rect([*o, 0.0], [0, 0, top], [*(d * wlen), 0.0], C["wall"], paint)  # normal points inward
     walls_pts_end = len(sc.pts)
 
     # Openings: one or two doors, one to three windows, each (wall, s0, s1, z0, z1); a door keeps floor clear.
@@ -512,20 +705,29 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
             clear = all(o_[0] != wall or s0 + w < o_[1] or s0 > o_[2] for o_ in openings + boards)
             if clear and plan.free(*fp, margin=0.0):
                 plan.take(*fp)
+                # under a sloped ceiling: up to its highest point there, what is above the ceiling is cut below
+                top = height if variant is None else _ceiling_extremes(planes, *fp)[1]
                 record(PlacedObject(C["column"], "floor", ((fp[0] + fp[2]) / 2, (fp[1] + fp[3]) / 2), 0.0,
-                                    ((fp[2] - fp[0]) / 2, (fp[3] - fp[1]) / 2), 0.0, height))
-                sc.box([fp[0], fp[1], 0.0], [fp[2], fp[3], height], C["column"], paint)
+                                    ((fp[2] - fp[0]) / 2, (fp[3] - fp[1]) / 2), 0.0, top))
+                sc.box([fp[0], fp[1], 0.0], [fp[2], fp[3], top], C["column"], paint)
                 sc.current = -1
                 break
     # Beams: across the room under the ceiling, same paint
-    for _item in range(int(rng.integers(1, 3))):
+    # (varied rooms: half have none; under a sloped ceiling they run level, along its slope's contour lines,
+    # their top at the ceiling's lowest point above them)
+    for _item in range(int(rng.integers(1, 3)) if variant is None or variant.beams else 0):
         h, w = rng.uniform(0.25, 0.5), rng.uniform(0.25, 0.45)
-        if rng.random() < 0.5:
+        along_y = rng.random() < 0.5  # at some x, from wall to wall along y
+        if variant is not None and variant.ceiling != "flat":
+            along_y = bool(np.all(planes[:, 2] == 0.0))  # level along y: the ceiling rises along x
+        if along_y:
             x = rng.uniform(0.5, length - 0.5 - w)
-            sc.box([x, 0.0, height - h], [x + w, width, height], C["beam"], paint)
+            top = height if variant is None else _ceiling_extremes(planes, x, 0.0, x + w, width)[0]
+            sc.box([x, 0.0, top - h], [x + w, width, top], C["beam"], paint)
         else:
             y = rng.uniform(0.5, width - 0.5 - w)
-            sc.box([0.0, y, height - h], [length, y + w, height], C["beam"], paint)
+            top = height if variant is None else _ceiling_extremes(planes, 0.0, y, length, y + w)[0]
+            sc.box([0.0, y, top - h], [length, y + w, top], C["beam"], paint)
 
     clutter_spots = []  # (x0, y0, x1, y1, z, hmax) surfaces where clutter may stand
     spot_owner = []  # the layout object each spot is the top of
@@ -826,6 +1028,8 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
         s = (xyz[:, :2] - o) @ d
         keep &= ~((lab == C["wall"]) & (inst == -1) & (np.abs((xyz[:, :2] - o) @ n) < 0.02)
                   & (s >= s0) & (s <= s1) & (xyz[:, 2] >= z0) & (xyz[:, 2] <= z1))
+    if variant is not None:  # walls and columns were drawn up to the ceiling's highest point: cut them to it
+        keep &= xyz[:, 2] <= ceiling_height(planes, xyz[:, :2]) + 1e-6
     xyz, nrm, lab, col, part, inst = xyz[keep], nrm[keep], lab[keep], col[keep], part[keep], inst[keep]
 
     # Scanner positions at eye height in free space, then occlusion and range thinning
@@ -859,7 +1063,45 @@ def _generate_room(rng: np.random.Generator, density: float, noise: float, n_sca
     else:
         rgb = np.clip(col * shade + jitter, 0, 255).astype(np.uint8)
     xyz = xyz + rng.normal(0.0, noise, xyz.shape)
-    return Room(xyz, rgb, lab, inst, objects, np.array(scanners), falloff, density, (length, width, height))
+    scanners = np.array(scanners)
+    absent: tuple[int, ...] = ()
+    if variant is not None:
+        if cut_draw is not None:
+            variant.cut_kind, variant.cut = _resolve_cut(*cut_draw, scanners, length, width)
+        before = set(np.unique(lab).tolist())
+        xyz, rgb, lab, inst, objects = _crop(variant, xyz, rgb, lab, inst, objects)
+        # what the variant removed: the beams it did not draw, the classes its crop cut away
+        absent = tuple(sorted(({C["beam"]} if not variant.beams else set()) | (before - set(np.unique(lab).tolist()))))
+    return Room(xyz, rgb, lab, inst, objects, scanners, falloff, density, (length, width, height), variant,
+                absent)
+
+
+def _crop(variant: RoomVariant, xyz, rgb, lab, inst, objects):
+    """A partial scan: the points above ``variant.crop_height`` and beyond ``variant.cut`` cut away (after the
+    scan and its noise, as a crop box cuts a real scan). The layout keeps the objects that still have points or
+    whose box reaches the kept part (an object the scanners never saw); instance ids are renumbered."""
+    keep = np.ones(len(xyz), dtype=bool)
+    if variant.crop_height is not None:
+        keep &= xyz[:, 2] <= variant.crop_height
+    if variant.cut is not None:
+        keep &= xyz[:, :2] @ variant.cut[:2] <= variant.cut[2]
+    if keep.all():
+        return xyz, rgb, lab, inst, objects
+    xyz, rgb, lab, inst = xyz[keep], rgb[keep], lab[keep], inst[keep]
+    has_points = np.zeros(len(objects), dtype=bool)
+    has_points[inst[inst >= 0]] = True
+    survive = []
+    for i, obj in enumerate(objects):
+        reaches = variant.crop_height is None or obj.z0 < variant.crop_height
+        if variant.cut is not None:
+            reaches = reaches and bool(np.any(obj.corners() @ variant.cut[:2] < variant.cut[2]))
+        survive.append(has_points[i] or reaches)
+    new_id = np.cumsum(survive) - 1
+    remap = {i: int(new_id[i]) for i in range(len(objects)) if survive[i]}
+    kept = [replace(obj, on=remap.get(obj.on) if obj.on is not None else None)
+            for i, obj in enumerate(objects) if survive[i]]
+    lut = np.concatenate([[-1], np.where(survive, new_id, -1)]).astype(np.int64) if objects else np.array([-1])
+    return xyz, rgb, lab, lut[inst + 1], kept
 
 
 def _chair(sc: _Scene, x: float, y: float, s: float, back_dir: tuple[int, int]) -> None:
