@@ -15,6 +15,11 @@ sampling, flip, rotation, scaling). Run directory conventions are those of segme
 have seen. Under ``torchrun`` each process trains on its own batches with DistributedDataParallel and rank 0
 validates and writes.
 
+Explicit splits (k-fold, ``pcseg.engine.detect_folds``): ``train_frames`` names the KITTI frames to train on
+(default: every frame but ``val_frames``) and ``val_scans`` holds SemanticKITTI scans out; they are validated on
+the Car boxes fitted to their instances (:func:`scan_objects`: a virtual camera, difficulty from distance), both
+as recorded and turned around, and may not be in ``gt_scans``.
+
 Fusion training reads ``image_2/<frame>.png`` beside the scans. Training frames without an image are *left out*
 (logged, and listed in the card), not given zero image features: at inference a fusion model always has an
 image (``pcseg detect`` refuses to run one without), and every training point is inside camera 2's view (the
@@ -154,6 +159,9 @@ class DetectTrainConfig:
     device: str = "auto"
     init: str | None = None           # start from these weights (e.g. a pre-trained checkpoint); model_options
     #                                   then may only add layers (iou_head=true), which start fresh
+    train_frames: list[str] | None = None  # KITTI frames to train on (None: every frame of `kitti` but val_frames)
+    val_scans: list[str] = field(default_factory=list)  # SemanticKITTI scans held out: validated on the Car boxes
+    #                                   fitted to their instances (not annotated); never in gt_scans
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "DetectTrainConfig":
@@ -179,6 +187,7 @@ class _ScanFrame:
     points: np.ndarray
     boxes: np.ndarray
     names: list[str]
+    source: str = ""                  # the scan's frame id (``semantickitti:<sequence>/<scan>``)
 
 
 def _scan_frames(scans: list[str], fusion: bool) -> list[_ScanFrame]:
@@ -189,12 +198,90 @@ def _scan_frames(scans: list[str], fusion: bool) -> list[_ScanFrame]:
         raise UsageError("scan_frames: SemanticKITTI scans have no camera image; a fusion model cannot train on them")
     if not scans:
         raise UsageError("scan_frames=true needs SemanticKITTI scans in gt_scans=[...]")
+    from .detect_folds import scan_frame_id
+
     frames = []
     for scan in scans:
         points, boxes, names = semantickitti_objects(scan)
-        frames.append(_ScanFrame(points, boxes, names))
-        frames.append(_ScanFrame(*turned_around(points, boxes), names))
+        fid = scan_frame_id(scan)
+        frames.append(_ScanFrame(points, boxes, names, fid))
+        frames.append(_ScanFrame(*turned_around(points, boxes), names, fid))
     return frames
+
+
+# Held-out SemanticKITTI scans. Their Car boxes are fitted to the labelled instances
+# (``pcseg.data.detection.semantickitti_objects``), not annotated, and they have no camera: the KITTI evaluator
+# sees them through a virtual camera whose axes are the lidar's (camera x = -lidar y, y = -z, z = x; no offset),
+# which leaves every IoU as it is in the lidar frame. KITTI's difficulty needs a 2D box height, an occlusion and
+# a truncation: a fitted box gets the height KITTI's camera (focal 721.5 px) would give it facing it at its
+# distance (easy within about 28 m for a car, moderate and hard within about 45 m), occlusion and truncation 0
+# (unknown); a box whose centre is outside the detector's x-y range gets height 0, so that it is ignored (never a
+# miss), as are detections there.
+SCAN_FOCAL = 721.5377
+
+
+def scan_camera():
+    """The virtual camera of held-out scans (see above): a ``pcseg.io.kitti.Calibration``."""
+    from ..io.kitti import Calibration
+
+    p2 = np.array([[SCAN_FOCAL, 0.0, 609.6, 0.0], [0.0, SCAN_FOCAL, 172.9, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    axes = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    return Calibration(p2, np.eye(3), axes)
+
+
+def scan_objects(boxes, names, scores=None, point_range=None) -> list:
+    """Lidar boxes of a held-out scan as ``KittiObject``s for the evaluator (virtual camera, distance-based
+    difficulty, see above). ``point_range``: the detector's; boxes centred outside its x-y range are ignored."""
+    from ..io.kitti import lidar_boxes_to_objects
+
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    objects = lidar_boxes_to_objects(b, names, scores, scan_camera())
+    dist = np.maximum(np.hypot(b[:, 0], b[:, 1]), 1.0)
+    height = SCAN_FOCAL * b[:, 5] / dist
+    if point_range is not None:
+        r = point_range
+        inside = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4])
+        height = np.where(inside, height, 0.0)
+    for o, h in zip(objects, height):
+        o.bbox = np.array([0.0, 0.0, 1.0, float(h)])
+        o.truncated, o.occluded = 0.0, 0
+    return objects
+
+
+@dataclass
+class ScanEvalFrame:
+    """One half of a held-out SemanticKITTI scan (``half`` "front": as recorded; "rear": turned around, its rear
+    half in the detector's x >= 0 range), with its fitted Car boxes."""
+
+    frame_id: str                     # the scan's frame id (``semantickitti:<sequence>/<scan>``)
+    half: str
+    points: np.ndarray
+    boxes: np.ndarray
+    names: list[str]
+    image: None = None
+
+    @property
+    def eval_id(self) -> str:
+        return f"{self.frame_id}#{self.half}"
+
+    @property
+    def calib(self):
+        return scan_camera()
+
+
+def scan_eval_frames(scans: list[str]) -> list[ScanEvalFrame]:
+    """Both halves of each held-out scan (points and boxes as :func:`pcseg.data.detection.semantickitti_objects`
+    gives them: the points of unboxed objects removed, as in training)."""
+    from ..data.detection import semantickitti_objects, turned_around
+    from .detect_folds import scan_frame_id
+
+    out = []
+    for scan in scans:
+        points, boxes, names = semantickitti_objects(scan)
+        fid = scan_frame_id(scan)
+        out.append(ScanEvalFrame(fid, "front", points, boxes, names))
+        out.append(ScanEvalFrame(fid, "rear", *turned_around(points, boxes), names))
+    return out
 
 
 class _Data:
@@ -205,14 +292,32 @@ class _Data:
         from ..data.detection import GtDatabase, KittiFrame, list_kitti_frames
 
         self.cfg, self.fusion = cfg, fusion
-        self.train, self.val, self.without_image = [], [], []
+        self.train, self.val, self.without_image, self.val_scans = [], [], [], []
         if fusion and cfg.synthetic_steps > 0:
             raise UsageError("synthetic scenes have no camera images: train a fusion model with synthetic_steps=0")
+        if cfg.val_scans:
+            from .detect_folds import scan_frame_id
+
+            if fusion:
+                raise UsageError("val_scans: SemanticKITTI scans have no camera image; a fusion model cannot be "
+                                 "validated on them")
+            shared = sorted({scan_frame_id(s) for s in cfg.val_scans} & {scan_frame_id(s) for s in cfg.gt_scans})
+            if shared:
+                raise UsageError(f"scan(s) {', '.join(shared)} both held out (val_scans) and trained on (gt_scans)")
+            self.val_scans = scan_eval_frames(cfg.val_scans)
         if cfg.kitti is not None:
             ids = list_kitti_frames(cfg.kitti)
             missing = sorted(set(cfg.val_frames) - set(ids))
             if missing:
                 raise UsageError(f"validation frame(s) {', '.join(missing)} not in {cfg.kitti}")
+            if cfg.train_frames is not None:
+                missing = sorted(set(cfg.train_frames) - set(ids))
+                if missing:
+                    raise UsageError(f"training frame(s) {', '.join(missing)} not in {cfg.kitti}")
+                both = sorted(set(cfg.train_frames) & set(cfg.val_frames))
+                if both:
+                    raise UsageError(f"frame(s) {', '.join(both)} both in train_frames and val_frames")
+                ids = [fid for fid in ids if fid in set(cfg.train_frames) | set(cfg.val_frames)]
             for fid in ids:
                 # KITTI labels only what camera 2 sees: train on that part so unlabelled objects are no negatives
                 frame = KittiFrame.load(cfg.kitti, fid, fov_only=True, image=fusion)
@@ -268,6 +373,8 @@ def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict |
         "point_range": model.point_range, "voxel_size": model.voxel_size,
         "training": {"kitti_frames": [f.frame_id for f in data.train if not isinstance(f, _ScanFrame)],
                      "held_out": [f.frame_id for f in data.val],
+                     **({"held_out_scans": [f"{portable_path(s)} (Car boxes fitted to its instances, not annotated)"
+                                            for s in cfg.val_scans]} if cfg.val_scans else {}),
                      **({"scan_frames": [f"{portable_path(s)} (front and turned around)" for s in cfg.gt_scans]}
                         if cfg.scan_frames else {}),
                      **({"left_out_without_image": data.without_image} if data.without_image else {}),
@@ -275,21 +382,37 @@ def _card(model, cfg: DetectTrainConfig, data: _Data, step: int, metrics: dict |
         "metrics": metrics or {}})
 
 
-def evaluate_frames(model, frames, score_thresh: float = 0.1, min_overlap: dict | None = None) -> dict:
-    """KITTI AP (``pcseg.engine.detection_eval.evaluate``) of the model on ``KittiFrame``s; with
-    ``min_overlap="both"`` the benchmark's overlaps and, under ``"loose"``, the devkit's looser set."""
-    from ..engine.detection_eval import LOOSE_OVERLAP, evaluate
+def predict_frames(model, frames, score_thresh: float = 0.1) -> tuple[dict, dict]:
+    """(predictions, labels): evaluation id -> ``KittiObject``s in the camera frame, for ``KittiFrame``s (the
+    detections inside camera 2's view) and :class:`ScanEvalFrame`s (Car detections only: the scans' other
+    classes have no boxes; the virtual camera and difficulty of :func:`scan_objects`)."""
     from ..io.kitti import lidar_boxes_to_objects
 
     was = model.training
     model.eval()
     pred, truth = {}, {}
     for f in frames:
+        if isinstance(f, ScanEvalFrame):
+            det = detect_points(model, f.points, score_thresh)
+            det = det.subset(np.array([n == "Car" for n in det.names], dtype=bool))
+            pred[f.eval_id] = scan_objects(det.boxes, det.names, det.scores, model.point_range)
+            truth[f.eval_id] = scan_objects(f.boxes, f.names, None, model.point_range)
+            continue
         det = detect_points(model, f.points, score_thresh, image=f.image, calib=f.calib)
         det = det.subset(f.calib.fov_mask(det.boxes[:, :3]) if len(det) else np.zeros(0, bool))
         pred[f.frame_id] = lidar_boxes_to_objects(det.boxes, det.names, det.scores, f.calib)
         truth[f.frame_id] = f.objects
     model.train(was)
+    return pred, truth
+
+
+def evaluate_frames(model, frames, score_thresh: float = 0.1, min_overlap: dict | None = None) -> dict:
+    """KITTI AP (``pcseg.engine.detection_eval.evaluate``) of the model on ``KittiFrame``s (and held-out scans,
+    :class:`ScanEvalFrame`); with ``min_overlap="both"`` the benchmark's overlaps and, under ``"loose"``, the
+    devkit's looser set."""
+    from ..engine.detection_eval import LOOSE_OVERLAP, evaluate
+
+    pred, truth = predict_frames(model, frames, score_thresh)
     if min_overlap == "both":
         return {**evaluate(pred, truth), "loose": evaluate(pred, truth, min_overlap=LOOSE_OVERLAP)}
     return evaluate(pred, truth, min_overlap=min_overlap)
@@ -442,10 +565,10 @@ def train_detector(cfg: DetectTrainConfig, run_dir: str | Path, resume: bool = F
                        **{f"loss_{k}": round(float(v.detach()), 5) for k, v in losses.items()}}
                 metrics_file.write(json.dumps(rec) + "\n")
                 metrics_file.flush()
-            validate = data.val and step > cfg.synthetic_steps and (step % cfg.val_every == 0 or step == total
-                                                                    or out_of_time)
+            validate = (data.val or data.val_scans) and step > cfg.synthetic_steps and (
+                step % cfg.val_every == 0 or step == total or out_of_time)
             if validate:
-                metrics = summary(evaluate_frames(model, data.val, min_overlap="both"))
+                metrics = summary(evaluate_frames(model, data.val + data.val_scans, min_overlap="both"))
                 metrics_file.write(json.dumps({"step": step, "val": metrics}) + "\n")
                 metrics_file.flush()
                 score = metrics["mean_3d_R40_moderate"]
