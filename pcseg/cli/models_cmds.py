@@ -128,7 +128,8 @@ _DATA_SETS = (
     (("la93_ign69", "ign_"), "IGN LiDAR HD"), (("ahn3",), "AHN3"),
     (("autzen", "sample_c", "mvk-thin", "warsaw_small", "pdal_"), "PDAL samples"),
     (("bcts_", "lidr_"), "lidR/lasR forest"), (("scannet",), "ScanNet"), (("s3dis",), "S3DIS"),
-    (("synthetic:bank-rooms", "synthetic:varied-rooms"), "synthetic rooms"), (("synthetic",), "synthetic scenes"),
+    (("synthetic:bank-rooms", "synthetic:varied-rooms", "synthetic:cad-rooms"), "synthetic rooms"),
+    (("synthetic",), "synthetic scenes"),
     (("sensat",), "SensatUrban"), (("osd",), "OSD"))
 
 

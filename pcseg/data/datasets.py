@@ -19,6 +19,9 @@ string                       what it gives                                      
 ``synthetic:varied-rooms``   N bank rooms with drawn variants: no beams, a sloped   S3DIS ids      ``s3dis``
 ``[:N][@ROOT]``              ceiling, a partial-scan crop (as bank-rooms; see
                              :mod:`pcseg.data.synthetic_rooms`)
+``synthetic:cad-rooms``      N varied rooms furnished from the object bank and      S3DIS ids      ``s3dis``
+``[:N][@ROOT]``              the free CAD objects of ROOT/cad, virtually scanned
+                             (chairs, doors, windows...: :mod:`pcseg.data.cad_bank`)
 S3DIS root (has ``Area_N``)  training: every area but the held-out one (Area 5 by   ``class``      ``s3dis``
                              default); validation: the held-out area only
 ``.../Area_N`` or a room     every room of the area / that room (``Annotations/``)  ``class``      ``s3dis``
@@ -64,6 +67,7 @@ from .features import make_features, parse_channels
 SYNTHETIC_PREFIX = "synthetic:rooms"
 BANK_ROOMS_PREFIX = "synthetic:bank-rooms"
 VARIED_ROOMS_PREFIX = "synthetic:varied-rooms"  # bank rooms with variants (their own sources: varied-rooms#seed)
+CAD_ROOMS_PREFIX = "synthetic:cad-rooms"  # varied rooms, real-scan bank + CAD bank (sources: cad-rooms#seed)
 SYNTHETIC_TRAIN_ROOMS, SYNTHETIC_VAL_ROOMS = 8, 4
 SYNTHETIC_VAL_SEED0 = 1_000_000  # validation rooms use seeds far from the training ones
 S3DIS_VAL_AREA = 5  # KPConv §4.2 and SALA §4.1: Area 5 is the test area
@@ -146,7 +150,7 @@ class CloudSource:
         if self.kind == "synthetic":
             from .synthetic_rooms import generate_room
 
-            bank = _object_bank(self.options["bank"]) if "bank" in self.options else None
+            bank = _object_bank(self.options["bank"], self.options.get("cad")) if "bank" in self.options else None
             xyz, rgb, raw = generate_room(np.random.default_rng(self.options["seed"]),
                                           density=self.options.get("density", 800.0), bank=bank,
                                           variants=self.options.get("variants", False))
@@ -173,13 +177,21 @@ class CloudSource:
 _BANKS: dict = {}
 
 
-def _object_bank(root: str):
-    """The training object bank of ``root`` (held-out files excluded), read once per process."""
-    if root not in _BANKS:
+def _object_bank(root: str, cad: str | None = None):
+    """The training object bank of ``root`` (held-out files excluded), with the free CAD objects of ``cad``
+    (:func:`pcseg.data.cad_bank.load_cad_bank`) when given, read once per process."""
+    key = root if cad is None else (root, cad)
+    if key not in _BANKS:
         from .object_bank import load_bank
 
-        _BANKS[root] = load_bank(root)
-    return _BANKS[root]
+        if cad is None:
+            _BANKS[key] = load_bank(root)
+        else:
+            from .cad_bank import load_cad_bank
+            from .object_bank import ObjectBank
+
+            _BANKS[key] = ObjectBank.concatenate([_object_bank(root), load_cad_bank(cad)])
+    return _BANKS[key]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,7 +242,7 @@ def _s3dis_rooms(area: Path) -> list[Path]:
 
 def _expand(spec: str, role: str, s3dis_val_area: int) -> list[tuple[str, str, dict, tuple[str, ...]]]:
     """(kind, path, options, files) for one ``--data`` string."""
-    for prefix in (BANK_ROOMS_PREFIX, VARIED_ROOMS_PREFIX):
+    for prefix in (BANK_ROOMS_PREFIX, VARIED_ROOMS_PREFIX, CAD_ROOMS_PREFIX):
         if not spec.startswith(prefix):
             continue
         m = re.fullmatch(r"(?::(\d+))?(?:@(.+))?", spec[len(prefix):])
@@ -246,6 +258,14 @@ def _expand(spec: str, role: str, s3dis_val_area: int) -> list[tuple[str, str, d
         seed0 = 0 if role == "train" else SYNTHETIC_VAL_SEED0
         # varied rooms: the same seeds, another source name and the variants option (their own cache entries)
         extra = {"variants": True} if prefix == VARIED_ROOMS_PREFIX else {}
+        if prefix == CAD_ROOMS_PREFIX:  # the CAD bank's version and catalog are in the options (cache names)
+            from .cad_bank import cad_bank_key
+
+            cad = root / "cad"
+            if not (cad / "catalog.json").is_file():
+                raise BadInputError(f"no cad/catalog.json of CAD objects for {prefix} (give {prefix}:N@DATA_ROOT "
+                                    "or set PCSEG_SHARED_DATA)", str(root))
+            extra = {"variants": True, "cad": os.path.abspath(cad), "cad_bank": cad_bank_key(cad)}
         return [("synthetic", f"{prefix}#{seed0 + i}", {"seed": seed0 + i, "bank": os.path.abspath(root), **extra},
                  ()) for i in range(n)]
     if spec.startswith(SYNTHETIC_PREFIX):

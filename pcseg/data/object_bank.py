@@ -47,7 +47,8 @@ What the training bank of ``../shared/data`` holds (held-out files excluded): 10
 scene0000_00 (2 windows, 4 doors, 5 tables, 1 sofa, 1 bookcase, 23 clutter), 35 from scene0000_01 (2 windows,
 2 doors, 1 table, 1 sofa, 29 clutter) and 35 tabletop items (clutter) from the 7 OSD frames; not every one is
 placeable (a door standing open, a table leg cut off by label noise: placement ``none``). It has no chair and
-no board: the only labelled chairs are in the validation rescan, so rooms keep procedural chairs and boards.
+no board: the only labelled chairs are in the validation rescan, so bank rooms keep procedural chairs and boards
+(``synthetic:cad-rooms`` adds chairs and other furniture scanned virtually from CAD meshes: :mod:`pcseg.data.cad_bank`).
 
 Every file's objects are cached on disk (:class:`pcseg.data.cache.DiskCache`, kind ``object_bank``), named
 by the file and :data:`BANK_VERSION`, validated by the sizes and modification times of the files read.

@@ -272,7 +272,8 @@ class SphereSampler:
             synthetic = np.array([c.source.startswith(SYNTHETIC_SOURCE) for c in self.clouds])
             for flag, needed, what in ((False, synthetic_share < 1.0, "real clouds"),
                                        (True, synthetic_share > 0.0, "synthetic rooms (synthetic:rooms, "
-                                                                     "synthetic:bank-rooms or synthetic:varied-rooms)")):
+                                                                     "synthetic:bank-rooms, synthetic:varied-rooms or "
+                                                                     "synthetic:cad-rooms)")):
                 members = np.flatnonzero(synthetic == flag)
                 if needed and not any(len(self._cloud_full[i]) for i in members):
                     raise UsageError(f"synthetic_share={synthetic_share} draws spheres in {what}, but the "
