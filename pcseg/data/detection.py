@@ -28,7 +28,8 @@ from ..io.kitti import (
 __all__ = [
     "KittiFrame", "list_kitti_frames", "synthetic_scene", "scene_layout", "cast_rays", "SENSOR_HEIGHT",
     "GtDatabase", "semantickitti_objects", "turned_around", "gt_sampling", "paste_image_crops", "random_flip",
-    "random_rotation", "random_scaling", "augment", "augment_with_image",
+    "random_rotation", "random_scaling", "augment", "augment_with_image", "range_image_cells", "visible_paste",
+    "relocate_object", "head_targets",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -458,12 +459,19 @@ def _paste_points(points, boxes, names, database: GtDatabase, chosen: list[int])
 
 
 def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Generator,
-                sample_counts: dict[str, int] | None = None, margin: float = 0.0):
+                sample_counts: dict[str, int] | None = None, margin: float = 0.0, occlusion: bool = False,
+                far_share: float = 0.0, far_range: tuple[float, float] = (40.0, 70.0), min_points: int = 5):
     """Ground-truth sampling (SECOND): paste database objects into the frame until each class has
     ``sample_counts[class]`` objects. Candidates are drawn without replacement and kept only when their footprint
     (grown by ``margin``) touches no existing or already pasted box; scene points inside a pasted box are removed
     and the object's own points added. Objects keep their original position (and hence their sensor view).
     Returns (points, boxes, names) with the pasted objects appended.
+
+    With ``occlusion`` or ``far_share`` (both off by default: the behaviour above, draw for draw), objects are
+    pasted as the beam would see them (:func:`_visible_sampling`): ``far_share`` of the candidates are first
+    moved along their line of sight to a range drawn in ``far_range`` (when that is farther than where they were)
+    and thinned to that range's point density (:func:`relocate_object`); with ``occlusion`` the object's points
+    behind nearer scene points are dropped and the scene points it hides removed (:func:`visible_paste`).
     """
     sample_counts = DEFAULT_SAMPLE_COUNTS if sample_counts is None else sample_counts
     points = np.asarray(points, dtype=np.float32)
@@ -471,10 +479,299 @@ def gt_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Gener
     names = list(names)
     if len(database) == 0:
         return points, boxes, names
+    if occlusion or far_share > 0:
+        return _visible_sampling(points, boxes, names, database, rng, sample_counts, margin, occlusion, far_share,
+                                 far_range, min_points)
     chosen = _choose_samples(boxes, names, database, rng, sample_counts, margin)
     if not chosen:
         return points, boxes, names
     return _paste_points(points, boxes, names, database, chosen)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Occlusion-aware copy-paste: objects pasted as the beam would see them (issue #29 item 3)
+# ---------------------------------------------------------------------------------------------------------------
+
+PASTE_AZIMUTH_STEPS = 2048                 # azimuth cells of the range image (those of synthetic_scene's beams)
+PASTE_ELEVATION_TOP = np.deg2rad(2.0)      # the top beam of the HDL-64 pattern
+PASTE_ELEVATION_STEP = np.deg2rad(26.8 / 63)   # its mean beam spacing: one row per beam
+_ROW_MARGIN = 16                           # rows above the top beam and below the lowest kept in the image
+_N_ROWS = 64 + 2 * _ROW_MARGIN
+_BEAM_REACH = 0.6      # a moved object's sample stands for its cell's ray within this many sample spacings
+STRUCTURE_POINTS = 10   # scene points standing in a box (0.3 m above its bottom) that refuse an occlusion paste
+
+
+def range_image_cells(xyz, azimuth_steps: int = PASTE_AZIMUTH_STEPS,
+                      elevation_step: float = PASTE_ELEVATION_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Cell of each point in a spherical range image of the sensor at the origin, and its range:
+    ((N,) int64 cell, (N,) float64 range). Rows are beams (``elevation_step`` apart from +2 degrees down, the
+    synthetic HDL-64 pattern, rows beyond it clipped to 16 extra rows each side), columns ``azimuth_steps``
+    azimuth cells centred on the pattern's azimuths. A cell holds at most one return of a scan by that pattern."""
+    p = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    r = np.sqrt(np.einsum("ij,ij->i", p, p))
+    az = np.arctan2(p[:, 1], p[:, 0])
+    col = np.rint((az + np.pi) * (azimuth_steps / (2 * np.pi))).astype(np.int64) % azimuth_steps
+    el = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
+    row = np.clip(np.rint((PASTE_ELEVATION_TOP - el) / elevation_step).astype(np.int64) + _ROW_MARGIN, 0,
+                  _N_ROWS - 1)
+    return row * azimuth_steps + col, r
+
+
+def _silhouette_fill(major, minor, depth, cover, to_cell) -> None:
+    """For each ``major`` index (a row or a column), the cells between its smallest and largest ``minor`` index
+    get at least the farthest ``depth`` of that line (``np.maximum`` into ``cover``)."""
+    lines, inv = np.unique(major, return_inverse=True)
+    inv = inv.reshape(-1)
+    lo = np.full(len(lines), np.iinfo(np.int64).max)
+    hi = np.full(len(lines), np.iinfo(np.int64).min)
+    far = np.full(len(lines), -np.inf)
+    np.minimum.at(lo, inv, minor)
+    np.maximum.at(hi, inv, minor)
+    np.maximum.at(far, inv, depth)
+    length = hi - lo + 1
+    total = int(length.sum())
+    step = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+    np.maximum.at(cover, to_cell(np.repeat(lines, length), np.repeat(lo, length) + step), np.repeat(far, length))
+
+
+def _close_holes(image: np.ndarray) -> np.ndarray:
+    """A range image (rows, azimuths; inf where empty) with its holes of one or two cells closed: an empty cell
+    with returns within two cells on both sides along its row (azimuth wraps), or along its column, gets the
+    farther of the two nearest such returns. A surface's dropouts (random ones, dark paint, glass) then still
+    hide what is behind it; the sky above a roof line stays open."""
+    def pad_rows(a, k):                          # a shifted by k rows, inf shifted in
+        out = np.full_like(a, np.inf)
+        if k > 0:
+            out[k:] = a[:-k]
+        else:
+            out[:k] = a[-k:]
+        return out
+
+    def side(shift):
+        first, second = shift(1), shift(2)
+        return np.where(np.isfinite(first), first, second)
+
+    left, right = side(lambda k: np.roll(image, k, axis=1)), side(lambda k: np.roll(image, -k, axis=1))
+    up, down = side(lambda k: pad_rows(image, k)), side(lambda k: pad_rows(image, -k))
+    along_row = np.where(np.isfinite(left) & np.isfinite(right), np.maximum(left, right), np.inf)
+    along_col = np.where(np.isfinite(up) & np.isfinite(down), np.maximum(up, down), np.inf)
+    return np.where(np.isfinite(image), image, np.minimum(along_row, along_col))
+
+
+def visible_paste(scene_xyz, object_xyz, tolerance: float = 0.3, azimuth_steps: int = PASTE_AZIMUTH_STEPS,
+                  elevation_step: float = PASTE_ELEVATION_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """What a sensor at the origin would see of a frame with an object pasted in: ((N,) bool scene points kept,
+    (M,) bool object points kept).
+
+    Both go into one spherical range image (:func:`range_image_cells`, a cell per beam and azimuth step). An
+    object point is dropped when a scene point of its cell is nearer by more than ``tolerance`` (the object is
+    behind it; holes of one or two cells in the scene's image count as the surface around them, so that a
+    surface's dropouts do not let a hidden object through). A scene point is dropped when the object covers its
+    cell and lies nearer by more than ``tolerance``: the cells of the object's kept points (its nearest range
+    there), and, to close the object's silhouette where it returned nothing (glass, dropouts, the gaps of a
+    thinned object), the cells between its leftmost and rightmost kept point of each row and its top and bottom
+    kept point of each column (the farthest range of the object on that row or column). The object is meant to
+    be at most half a turn wide. Scene points inside the object's box are the caller's to remove first
+    (:func:`gt_sampling` does).
+    """
+    s_cell, s_r = range_image_cells(scene_xyz, azimuth_steps, elevation_step)
+    o_cell, o_r = range_image_cells(object_xyz, azimuth_steps, elevation_step)
+    n_cells = _N_ROWS * azimuth_steps
+    nearest = np.full(n_cells, np.inf)
+    np.minimum.at(nearest, s_cell, s_r)
+    object_keep = o_r <= _close_holes(nearest.reshape(_N_ROWS, azimuth_steps)).reshape(-1)[o_cell] + tolerance
+    scene_keep = np.ones(len(s_r), dtype=bool)
+    if not object_keep.any():
+        return scene_keep, object_keep
+    cell, rr = o_cell[object_keep], o_r[object_keep]
+    row, col = cell // azimuth_steps, cell % azimuth_steps
+    half = azimuth_steps // 2
+    rel = (col - col[0] + half) % azimuth_steps - half          # columns about the first point: no wrap
+    cover = np.full(n_cells, -np.inf)                          # scene points beyond this range are hidden
+
+    def to_cell(r, c):
+        return r * azimuth_steps + (c + col[0]) % azimuth_steps
+
+    _silhouette_fill(row, rel, rr, cover, to_cell)
+    _silhouette_fill(rel, row, rr, cover, lambda c, r: to_cell(r, c))
+    own = np.full(n_cells, np.inf)
+    np.minimum.at(own, cell, rr)
+    hit = np.isfinite(own)
+    cover[hit] = own[hit]
+    limit = cover[s_cell]
+    scene_keep = ~(np.isfinite(limit) & (s_r > limit + tolerance))
+    return scene_keep, object_keep
+
+
+def relocate_object(points, box, distance: float, rng: np.random.Generator, azimuth: float | None = None,
+                    ground_z: float | None = None, thinning: str = "beams"):
+    """An object's points and box as a 64-beam sensor at the origin would see them at horizontal range
+    ``distance``: (points, box). The object turns about the sensor to ``azimuth`` (default: where it is) and moves
+    along its line of sight, so the sensor sees the same side of it; ``ground_z``: the height its bottom is set
+    to (default: unchanged).
+
+    A spinning lidar's samples on an object fall off about with range squared (its angular size shrinks in
+    azimuth and in elevation), so a move from range r to a farther ``distance`` keeps about (r / distance)^2 of
+    the points. ``thinning="beams"`` (default) keeps, in each cell of the range image of the synthetic HDL-64
+    pattern (:func:`range_image_cells`: a beam and an azimuth step) the point nearest to the cell's ray, when
+    that ray meets the object (a point lies within 0.6 of the moved samples' spacing of it, in azimuth and in
+    elevation): the object is then sampled where the beams would sample it, one return per cell;
+    ``"random"`` keeps round(n (r / distance)^2) of its n points drawn at random (``rng``). A nearer move keeps
+    every point (it cannot add the samples it would gain)."""
+    if thinning not in ("beams", "random"):
+        raise ValueError(f"thinning is 'beams' or 'random', not {thinning!r}")
+    pts = np.array(points, dtype=np.float32, copy=True)
+    b = np.array(box, dtype=np.float64, copy=True).reshape(7)
+    r0 = float(np.hypot(b[0], b[1]))
+    a0 = float(np.arctan2(b[1], b[0]))
+    if azimuth is not None:
+        pts, rotated, _ = _rotate(pts, b[None], float(azimuth) - a0)
+        b = rotated[0]
+        a0 = float(azimuth)
+    shift = np.array([np.cos(a0), np.sin(a0)]) * (float(distance) - r0)
+    pts[:, :2] = (pts[:, :2].astype(np.float64) + shift).astype(np.float32)
+    b[:2] += shift
+    if ground_z is not None:
+        dz = float(ground_z) - (b[2] - b[5] / 2)
+        pts[:, 2] += np.float32(dz)
+        b[2] += dz
+    if distance > r0 > 0 and len(pts):
+        if thinning == "random":
+            keep = int(round(len(pts) * (r0 / float(distance)) ** 2))
+            pts = pts[np.sort(rng.choice(len(pts), size=keep, replace=False))]
+        else:
+            # offsets from the cell's ray, in cells; the source's samples are now (r / distance) cells apart
+            cell, _ = range_image_cells(pts[:, :3])
+            row, col = cell // PASTE_AZIMUTH_STEPS, cell % PASTE_AZIMUTH_STEPS
+            xyz = pts[:, :3].astype(np.float64)
+            az_step = 2 * np.pi / PASTE_AZIMUTH_STEPS
+            d_az = wrap_angle(np.arctan2(xyz[:, 1], xyz[:, 0]) - (-np.pi + col * az_step)) / az_step
+            el = np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1]))
+            d_el = (el - (PASTE_ELEVATION_TOP - (row - _ROW_MARGIN) * PASTE_ELEVATION_STEP)) / PASTE_ELEVATION_STEP
+            order = np.lexsort((d_az ** 2 + d_el ** 2, cell))
+            _, first = np.unique(cell[order], return_index=True)
+            nearest = order[first]
+            # the cell's ray meets the object when a sample lies within about half a sample spacing of it
+            reach = _BEAM_REACH * r0 / float(distance)
+            hit = (np.abs(d_az[nearest]) <= reach) & (np.abs(d_el[nearest]) <= reach)
+            pts = pts[np.sort(nearest[hit])]
+    return pts, b
+
+
+def _ground_below(points: np.ndarray, xy, radius: float = 8.0, min_count: int = 10) -> float | None:
+    """The ground height under ``xy``: the 10th percentile of z of the points within ``radius`` horizontally,
+    None with fewer than ``min_count`` of them."""
+    d = np.hypot(points[:, 0] - xy[0], points[:, 1] - xy[1])
+    near = points[d < radius, 2]
+    return float(np.percentile(near, 10)) if len(near) >= min_count else None
+
+
+def _visible_sampling(points, boxes, names, database: GtDatabase, rng: np.random.Generator,
+                      sample_counts: dict[str, int], margin: float, occlusion: bool, far_share: float,
+                      far_range: tuple[float, float], min_points: int):
+    """:func:`gt_sampling` with ``occlusion`` and/or ``far_share``.
+
+    Candidates are drawn as in :func:`gt_sampling`; each is moved to a range drawn in ``far_range`` with
+    probability ``far_share`` (when that is farther than its own range; its bottom set on the frame's ground
+    there, the 10th percentile of the frame's z within 8 m, when there are points), then they are pasted
+    nearest first, each kept only when its footprint (grown by ``margin``) touches no box and, with
+    ``occlusion``, no more than ``STRUCTURE_POINTS`` scene points stand inside its box (a wall, a pole, an
+    unlabelled object) and at least ``min_points`` of its points stay visible (:func:`visible_paste`). Scene
+    objects that a pasted one leaves with fewer than ``min_points`` points (they had at least that many) lose
+    their label, as do pasted objects that a later one hides."""
+    db_names = np.array(database.names)
+    candidates = []
+    for cls, target in sample_counts.items():
+        want = target - sum(n == cls for n in names)
+        pool = np.nonzero(db_names == cls)[0]
+        if want <= 0 or len(pool) == 0:
+            continue
+        candidates += [int(k) for k in rng.permutation(pool)[:want]]
+    items = []
+    for k in candidates:                         # loop over candidate objects
+        pts, box = database.points[k], database.boxes[k]
+        if far_share > 0 and rng.random() < far_share:
+            d = float(rng.uniform(*far_range))
+            if d > np.hypot(box[0], box[1]):
+                u = np.array([np.cos(np.arctan2(box[1], box[0])), np.sin(np.arctan2(box[1], box[0]))])
+                pts, box = relocate_object(pts, box, d, rng, ground_z=_ground_below(points, u * d))
+        items.append((k, pts, np.asarray(box, dtype=np.float64)))
+    items.sort(key=lambda it: float(np.hypot(it[2][0], it[2][1])))
+    if items and items[0][1].shape[1] != points.shape[1]:
+        raise ValueError(f"database points have {items[0][1].shape[1]} columns, the frame {points.shape[1]}")
+    out = points
+    all_boxes, new_boxes, new_names = list(boxes), [], []
+    for k, pts, box in items:                    # loop over candidates, nearest first
+        grown = box.copy()
+        grown[3:5] += 2 * margin
+        if all_boxes and float(intersection_area_bev(grown[None], np.array(all_boxes)).max()) > 0.0:
+            continue
+        inside = points_in_boxes(out[:, :3], box[None]) >= 0
+        if occlusion:
+            standing = inside & (out[:, 2] > box[2] - box[5] / 2 + 0.3)
+            if np.count_nonzero(standing) > STRUCTURE_POINTS:
+                continue
+            rest = out[~inside]
+            scene_keep, object_keep = visible_paste(rest[:, :3], pts[:, :3])
+            if np.count_nonzero(object_keep) < min_points:
+                continue
+            out = np.concatenate([rest[scene_keep], pts[object_keep]])
+        else:
+            if len(pts) < min_points:
+                continue
+            out = np.concatenate([out[~inside], pts])
+        all_boxes.append(box)
+        new_boxes.append(box)
+        new_names.append(database.names[k])
+    out = out.astype(np.float32)
+    if not new_boxes:
+        return out, boxes, names
+    every = np.concatenate([boxes, np.array(new_boxes)])
+    after = np.bincount(np.maximum(points_in_boxes(out[:, :3], every), 0) + 1, minlength=len(every) + 1)[1:]
+    before = np.bincount(np.maximum(points_in_boxes(points[:, :3], boxes), 0) + 1, minlength=len(boxes) + 1)[1:] \
+        if len(boxes) else np.zeros(0, np.int64)
+    keep = after >= min_points
+    keep[:len(boxes)] |= before < min_points     # labels that were already sparse stay as they were
+    return out, every[keep], [n for n, k in zip(list(names) + new_names, keep) if k]
+
+
+def head_targets(model, points, boxes, names) -> list[dict]:
+    """What a ``focals-centerpoint`` model's training targets make of each box of a frame, read from the model's
+    own :meth:`targets` (CenterPoint): per box ``name``, ``points`` (inside it), ``voxels`` (occupied input voxels
+    inside it, within the model's range: the importance positives of the focal convs are such voxels),
+    ``in_range`` (centre inside the BEV map), ``positive`` (heatmap target 1 at its centre cell, for its class)
+    and ``regressed`` (a box regression target at that cell). Targets do not depend on the points: any labelled
+    box of a trained class whose centre is in range gets both, however few points it has (a car of 10 points
+    included); boxes centred beyond the range get none while their points still train as negatives."""
+    import torch
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    points = np.asarray(points, dtype=np.float32)
+    labels = np.array([model.class_names.index(n) if n in model.class_names else -1 for n in names], np.int64)
+    with torch.no_grad():
+        t = model.targets([torch.from_numpy(boxes.astype(np.float32))], [torch.from_numpy(labels)])
+    heat = t["heatmap"][0].cpu().numpy()
+    regressed_cells = set(t["index"][0][t["mask"][0]].cpu().numpy().tolist())
+    pr, vs = np.asarray(model.point_range), np.asarray(model.voxel_size)
+    cx, cy = model.cell_size
+    h, w = model.map_size
+    idx = points_in_boxes(points[:, :3], boxes)
+    inside_range = np.all((points[:, :3] >= pr[:3]) & (points[:, :3] < pr[3:]), axis=1)
+    vox = np.floor((points[:, :3] - pr[:3]) / vs).astype(np.int64)
+    out = []
+    bx = torch.from_numpy(boxes.astype(np.float32))          # the cell as targets() computes it (float32)
+    cell_x = ((bx[:, 0] - model.point_range[0]) / cx).floor().long().numpy()
+    cell_y = ((bx[:, 1] - model.point_range[1]) / cy).floor().long().numpy()
+    for k in range(len(boxes)):                  # loop over boxes
+        mine = idx == k
+        ix, iy = int(cell_x[k]), int(cell_y[k])
+        in_map = 0 <= ix < w and 0 <= iy < h
+        positive = bool(in_map and labels[k] >= 0 and heat[labels[k], iy, ix] == 1.0)
+        regressed = bool(in_map and labels[k] >= 0 and iy * w + ix in regressed_cells)
+        out.append({"name": names[k], "points": int(mine.sum()),
+                    "voxels": int(len(np.unique(vox[mine & inside_range], axis=0))), "in_range": in_map,
+                    "positive": positive, "regressed": regressed})
+    return out
 
 
 def paste_image_crops(image: np.ndarray, database: GtDatabase, chosen: list[int]) -> np.ndarray:
@@ -556,10 +853,11 @@ def _global_transforms(points, boxes, rng: np.random.Generator):
 
 
 def augment(points, boxes, names, rng: np.random.Generator, database: GtDatabase | None = None,
-            sample_counts: dict[str, int] | None = None):
-    """The usual KITTI training chain: ground-truth sampling, flip, rotation (+-pi/4), scaling (0.95-1.05)."""
+            sample_counts: dict[str, int] | None = None, paste: dict | None = None):
+    """The usual KITTI training chain: ground-truth sampling, flip, rotation (+-pi/4), scaling (0.95-1.05).
+    ``paste``: options of :func:`gt_sampling` (``occlusion``, ``far_share``, ``far_range``, ``min_points``)."""
     if database is not None:
-        points, boxes, names = gt_sampling(points, boxes, names, database, rng, sample_counts)
+        points, boxes, names = gt_sampling(points, boxes, names, database, rng, sample_counts, **(paste or {}))
     points, boxes, _ = _global_transforms(points, boxes, rng)
     return points, boxes, list(names)
 

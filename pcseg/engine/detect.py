@@ -6,8 +6,10 @@ Inference: :func:`load_frame` reads a frame (KITTI ``.bin``, or any cloud ``pcse
 (:func:`frame_projection`).
 
 Training (:func:`train_detector`): optional synthetic pre-training (64-beam scenes from
-``pcseg.data.detection.synthetic_scene``) then KITTI frames with the usual augmentation chain (ground-truth
-sampling, flip, rotation, scaling). Run directory conventions are those of segmentation training:
+``pcseg.data.detection.synthetic_scene``, or with ``synthetic_source="meshes"`` streets of CAD meshes from
+``pcseg.data.street_scenes.mesh_street_scene``) then KITTI frames with the usual augmentation chain (ground-truth
+sampling, flip, rotation, scaling; ``paste_occlusion`` / ``paste_far`` paste the sampled objects as the beam
+would see them, ``pcseg.data.detection.gt_sampling``). Run directory conventions are those of segmentation training:
 ``metrics.jsonl`` (one JSON object per logged step and per validation), ``last.safetensors`` /
 ``best.safetensors`` (self-contained checkpoints, ``pcseg detect --model`` takes them) and
 ``last.state.safetensors`` (optimiser, step: what ``--resume`` needs). Batches are drawn from
@@ -134,6 +136,9 @@ def detect_points(model, points: np.ndarray, score_thresh: float = 0.3, device: 
 # training
 # ---------------------------------------------------------------------------------------------------------------
 
+SYNTHETIC_SOURCES = ("boxes", "meshes")
+
+
 @dataclass
 class DetectTrainConfig:
     """A detection run. ``kitti``: a KITTI ``training/`` folder; ``val_frames`` are held out of training."""
@@ -162,6 +167,13 @@ class DetectTrainConfig:
     train_frames: list[str] | None = None  # KITTI frames to train on (None: every frame of `kitti` but val_frames)
     val_scans: list[str] = field(default_factory=list)  # SemanticKITTI scans held out: validated on the Car boxes
     #                                   fitted to their instances (not annotated); never in gt_scans
+    synthetic_source: str = "boxes"   # pre-training scenes: "boxes" (detection.synthetic_scene) or "meshes" (CAD
+    #                                   streets cast exactly, pcseg.data.street_scenes.mesh_street_scene)
+    synthetic_cad: str | None = None  # the CAD folder of "meshes" (default $PCSEG_SHARED_DATA/cad, ../shared/data/cad)
+    paste_occlusion: bool = False     # ground-truth sampling pastes objects as the beam sees them (hidden parts
+    #                                   dropped, what they hide removed: detection.visible_paste)
+    paste_far: float = 0.0            # share of the pasted objects moved to paste_far_range metres, thinned there
+    paste_far_range: list[float] = field(default_factory=lambda: [40.0, 62.0])  # inside the cpu preset's 64 m
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "DetectTrainConfig":
@@ -169,7 +181,27 @@ class DetectTrainConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise UsageError(f"unknown detection setting {', '.join(unknown)}; settings: {', '.join(sorted(known))}")
-        return cls(**overrides)
+        cfg = cls(**overrides)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse settings that cannot run (one line each)."""
+        if self.synthetic_source not in SYNTHETIC_SOURCES:
+            raise UsageError(f"synthetic_source must be one of {', '.join(SYNTHETIC_SOURCES)}, not "
+                             f"{self.synthetic_source!r}")
+        if not 0.0 <= float(self.paste_far) <= 1.0:
+            raise UsageError(f"paste_far is a share of the pasted objects, in [0, 1], not {self.paste_far}")
+        if len(self.paste_far_range) != 2 or not 0 < self.paste_far_range[0] <= self.paste_far_range[1]:
+            raise UsageError(f"paste_far_range is [near, far] metres, not {self.paste_far_range}")
+
+    @property
+    def paste(self) -> dict:
+        """The ground-truth sampling options (``pcseg.data.detection.gt_sampling``); empty: the default paste."""
+        if not self.paste_occlusion and not self.paste_far:
+            return {}
+        return {"occlusion": bool(self.paste_occlusion), "far_share": float(self.paste_far),
+                "far_range": tuple(float(v) for v in self.paste_far_range)}
 
     @property
     def total_steps(self) -> int:
@@ -295,6 +327,14 @@ class _Data:
         self.train, self.val, self.without_image, self.val_scans = [], [], [], []
         if fusion and cfg.synthetic_steps > 0:
             raise UsageError("synthetic scenes have no camera images: train a fusion model with synthetic_steps=0")
+        cfg.check()
+        if fusion and cfg.paste:
+            raise UsageError("paste_occlusion and paste_far move and cut the pasted objects' points, not their image "
+                             "crops: a fusion model trains with the default paste")
+        if cfg.synthetic_steps > 0 and cfg.synthetic_source == "meshes":
+            from ..data.street_scenes import load_library
+
+            load_library(cfg.synthetic_cad)       # read the meshes once, before the first step (and check them)
         if cfg.val_scans:
             from .detect_folds import scan_frame_id
 
@@ -350,7 +390,12 @@ class _Data:
         out = []
         for _ in range(self.cfg.batch_size):
             if step < self.cfg.synthetic_steps:
-                pts, boxes, names = synthetic_scene(rng)
+                if self.cfg.synthetic_source == "meshes":
+                    from ..data.street_scenes import mesh_street_scene
+
+                    pts, boxes, names = mesh_street_scene(rng, cad=self.cfg.synthetic_cad)
+                else:
+                    pts, boxes, names = synthetic_scene(rng)
                 pts, boxes, names = augment(pts, boxes, names, rng)
                 out.append((pts, boxes, list(names), None, None))
                 continue
@@ -360,7 +405,7 @@ class _Data:
                                                                     self.database)
                 out.append((pts, boxes, names, image, frame_projection(f.calib, undo)))
             else:
-                pts, boxes, names = augment(f.points, f.boxes, f.names, rng, self.database)
+                pts, boxes, names = augment(f.points, f.boxes, f.names, rng, self.database, paste=self.cfg.paste)
                 out.append((pts, boxes, list(names), None, None))
         return out
 
