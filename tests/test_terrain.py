@@ -763,3 +763,25 @@ def test_train_config_echo_drop_and_thin_density(fake_trainer):
 def test_train_config_bad_echo_drop_or_thin_density_is_a_usage_error(fake_trainer, over, match):
     with pytest.raises(UsageError, match=match):
         fake_trainer(**over)
+
+
+def test_a_model_reading_return_numbers_warns_on_a_file_without_them(shared_data, caplog):
+    """x, y, z only given to a model that reads return numbers: one warning naming the file (the model still runs
+    with zero echo columns); the same file with its returns gives none."""
+    import logging
+    from pcseg.data.features import has_echo
+    from pcseg.engine.infer import prepare_inputs
+    from pcseg.io import PointCloud, read
+    from pcseg.models import zoo
+
+    cloud = read(str(shared_data / "als" / "ign_mnx_crop_3.laz"))
+    assert has_echo(cloud.fields) and not has_echo({"intensity": cloud.fields["intensity"]})
+    ck = zoo.load("sala-als-terrain")
+    with caplog.at_level(logging.WARNING, logger="pcseg.engine.infer"):
+        prepare_inputs(ck, cloud)
+        assert not caplog.records
+        bare = PointCloud(cloud.xyz, {}, meta={"source": "bare.las"})
+        spec, sub = prepare_inputs(ck, bare)
+    assert len(caplog.records) == 1 and "bare.las has no usable return numbers" in caplog.records[0].getMessage()
+    echo = slice(3, 7)          # 1, terrain (2 columns), echo (4 columns)
+    assert not sub.features[:, echo].any()

@@ -274,6 +274,13 @@ def echo_feature(fields: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def has_echo(fields: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``fields`` hold return numbers the ``echo`` channel can read (its columns are not all zero)."""
+    n = len(next(iter(fields.values()))) if fields else 0
+    return bool(n) and bool(echo_feature({k: fields[k] for k in ("return_number", "number_of_returns")
+                                          if k in fields}, n)[:, 0].any())
+
+
 def make_features(
     fields: Mapping[str, np.ndarray],
     xyz: np.ndarray,

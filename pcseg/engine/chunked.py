@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -20,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import FeatureStats, fill_local_features, local_margin, make_features, parse_channels
+from ..data.features import (FeatureStats, fill_local_features, has_echo, local_margin, make_features,
+                             parse_channels)
 from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
 from .infer import softmax, top_two, vote_logits
 from .options import SegmentOptions
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1_000_000
 
@@ -87,6 +91,10 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         f_dim = None
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
+            if start == 0 and "echo" in channels and len(c) and not has_echo(c.fields):
+                log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality "
+                            "without them (a model reading x, y, z only, such as sala-als, may suit this file "
+                            "better)", src, card.get("name") or "the model")
             feats = make_features(c.fields, c.xyz, channels, src, stats, local=False,
                                   color_optional=bool(card.get("color_drop")))
             f_dim = feats.shape[1]

@@ -18,7 +18,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
-from ..data.features import GROUND_CHANNELS, ground_surfaces, has_color, make_features
+from ..data.features import GROUND_CHANNELS, ground_surfaces, has_color, has_echo, make_features
 from ..geometry import grid_subsample, thin_to_density
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
@@ -178,6 +178,10 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None)
         log.warning("%s has no colour: the model reads zero colour, the input it learnt from the %.0f%% of its "
                     "training spheres whose colour was dropped", cloud.meta.get("source") or "the cloud",
                     100 * card["color_drop"])
+    if "echo" in card["features"] and len(cloud) and not has_echo(cloud.fields):
+        log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality without them "
+                    "(a model reading x, y, z only, such as sala-als, may suit this file better)",
+                    cloud.meta.get("source") or "the cloud", card.get("name") or "the model")
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
                           color_optional=optional, hag=hag)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
