@@ -109,15 +109,54 @@ def eigen_features(points: np.ndarray, k: int = SHAPE_K, workers: int = -1, bloc
         nb = np.take(local, idx, axis=0)  # (B, k, 3)
         nb -= nb.mean(axis=1, keepdims=True)
         cov = np.matmul(nb.transpose(0, 2, 1), nb) / k  # batched matmul: 3x faster than einsum here
-        w, v = np.linalg.eigh(cov)  # ascending: l3, l2, l1
+        w, normal = symmetric_eigen3(cov)  # ascending: l3, l2, l1; the eigenvector of l3
         w = np.maximum(w, 0.0)
         l3, l2, l1 = w[:, 0], w[:, 1], w[:, 2]
         ok = l1 > 0
         inv = np.where(ok, 1.0 / np.where(ok, l1, 1.0), 0.0)
-        out[s:e, 0] = np.where(ok, np.abs(v[:, 2, 0]), 0.0)
+        out[s:e, 0] = np.where(ok, np.abs(normal[:, 2]), 0.0)
         out[s:e, 1] = (l2 - l3) * inv
         out[s:e, 2] = (l1 - l2) * inv
     return out
+
+
+def symmetric_eigen3(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (M, 3), ascending, and the unit eigenvector of the smallest (M, 3) of symmetric 3 x 3
+    matrices (M, 3, 3), in closed form: 4-8x faster than ``np.linalg.eigh`` on many small matrices.
+
+    Eigenvalues: the trigonometric solution of the characteristic cubic (Smith 1961, "Eigenvalues of a symmetric
+    3 x 3 matrix", CACM 4(4)): with q = tr(C) / 3, p = sqrt(tr((C - q I)^2) / 6) and B = (C - q I) / p,
+    l = q + 2 p cos(phi + 2 pi j / 3), phi = acos(det(B) / 2) / 3. Eigenvector of the smallest l: the largest
+    of the cross products of two rows of C - l I (each row is orthogonal to it). Where that cross product
+    vanishes against the matrix's scale (the two smallest eigenvalues equal: a line, or every eigenvalue equal)
+    ``np.linalg.eigh`` answers for those rows.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    q = np.trace(cov, axis1=1, axis2=2) / 3.0
+    a = cov - q[:, None, None] * np.eye(3)
+    p2 = (a * a).sum(axis=(1, 2)) / 6.0
+    p = np.sqrt(p2)
+    safe = np.where(p > 0, p, 1.0)
+    b = a / safe[:, None, None]
+    r = np.clip(np.linalg.det(b) / 2.0, -1.0, 1.0)
+    phi = np.arccos(r) / 3.0
+    big = q + 2.0 * p * np.cos(phi)
+    small = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    mid = 3.0 * q - big - small
+    w = np.stack([small, mid, big], axis=1)
+    m = cov - small[:, None, None] * np.eye(3)
+    c = np.stack([np.cross(m[:, 0], m[:, 1]), np.cross(m[:, 0], m[:, 2]), np.cross(m[:, 1], m[:, 2])], axis=1)
+    n2 = (c * c).sum(axis=2)
+    best = n2.argmax(axis=1)
+    vec = c[np.arange(len(c)), best]
+    norm = np.sqrt(n2[np.arange(len(c)), best])
+    scale = np.maximum(np.abs(w).max(axis=1), 1e-300)
+    weak = norm <= 1e-6 * scale * scale       # the two smallest eigenvalues (nearly) equal
+    vec = vec / np.where(weak, 1.0, norm)[:, None]
+    if weak.any():
+        ew, ev = np.linalg.eigh(cov[weak])
+        w[weak], vec[weak] = ew, ev[:, :, 0]
+    return w, vec
 
 
 def grid_cells(xyz: np.ndarray, cell: float = SHAPE_CELL):
