@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -40,6 +39,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_als import cpu_model  # noqa: E402  (one CPU record for every benchmark)
 DATA = Path(os.environ.get("PCSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_KITTI = DATA / "kitti" / "training"
 DEFAULT_SEQUENCES = DATA / "lidarseg" / "semantickitti" / "sequences"
@@ -55,16 +56,6 @@ CAR_COLUMNS = [(f"Car {lvl[:3]} @{iou}", (f"Car_bev_{lvl}@{iou}", f"Car_3d_{lvl}
                for lvl in ("moderate", "all") for iou in ("0.7", "0.5")]
 OTHER_COLUMNS = [(f"{c[:3]} mod @{iou}", (f"{c}_bev_moderate@{iou}", f"{c}_3d_moderate@{iou}"))
                  for c in ("Pedestrian", "Cyclist") for iou in ("0.5", "0.25")]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def uptime() -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
+from bench_als import cpu_model  # noqa: E402
 from pcseg.data.classmaps import S3DIS_NAMES  # noqa: E402
 from pcseg.data.datasets import resolve_data  # noqa: E402
 from pcseg.engine.infer import segment_points  # noqa: E402
@@ -41,16 +42,6 @@ from pcseg.models import zoo  # noqa: E402
 DATA = HERE.parents[1] / "shared" / "data"
 REAL = [str(DATA / "indoor" / "scannet_scene0000_02.ply") + ":nyu40:nyu40-to-s3dis",
         str(DATA / "indoor" / "s3dis" / "Area_3" / "hallway_3")]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_rooms(kind: str, n: int, folder: Path) -> list[str]:

@@ -19,6 +19,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cad_root(shared_data) -> Path:
+    """../shared/data/cad (the CAD meshes and their catalog.json), or skip the test when it is absent."""
+    root = shared_data / "cad"
+    if not (root / "catalog.json").is_file():
+        pytest.skip("no ../shared/data/cad/catalog.json")
+    return root
+
+
+@pytest.fixture(scope="session")
 def als_files(shared_data) -> list[Path]:
     files = sorted(p for p in (shared_data / "als").glob("*.la[sz]"))
     if not files:

@@ -21,14 +21,6 @@ CLS = {n: i for i, n in enumerate(S3DIS_NAMES)}
 
 
 @pytest.fixture(scope="module")
-def cad_root(shared_data):
-    root = shared_data / "cad"
-    if not (root / "catalog.json").is_file():
-        pytest.skip("no ../shared/data/cad/catalog.json")
-    return root
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return DiskCache(tmp_path_factory.mktemp("cad_bank_cache"))
 

@@ -22,11 +22,8 @@ NOISE = 0.02
 
 
 @pytest.fixture(scope="module")
-def cad(shared_data):
-    root = shared_data / "cad"
-    if not (root / "catalog.json").is_file():
-        pytest.skip("no CAD catalog in ../shared/data/cad")
-    return root
+def cad(cad_root):
+    return cad_root         # the conftest fixture, under this module's shorter name
 
 
 @pytest.fixture(scope="module")

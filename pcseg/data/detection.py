@@ -428,24 +428,32 @@ DEFAULT_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}   # objects
 def _choose_samples(boxes, names, database: GtDatabase, rng: np.random.Generator, sample_counts: dict[str, int],
                     margin: float) -> list[int]:
     """Database objects to paste (see :func:`gt_sampling`)."""
-    db_names = np.array(database.names)
     all_boxes = list(boxes)
     chosen = []
+    for k in _draw_candidates(names, database, rng, sample_counts):   # loop over candidate objects
+        b = database.boxes[k]
+        grown = b.copy()
+        grown[3:5] += 2 * margin
+        if all_boxes and float(intersection_area_bev(grown[None], np.array(all_boxes)).max()) > 0.0:
+            continue
+        all_boxes.append(b)
+        chosen.append(k)
+    return chosen
+
+
+def _draw_candidates(names, database: GtDatabase, rng: np.random.Generator,
+                     sample_counts: dict[str, int]) -> list[int]:
+    """Database objects that may be pasted, class by class in ``sample_counts`` order: for each class a random
+    draw (without replacement) of as many as the frame lacks to reach its count."""
+    db_names = np.array(database.names)
+    candidates = []
     for cls, target in sample_counts.items():
         want = target - sum(n == cls for n in names)
         pool = np.nonzero(db_names == cls)[0]
         if want <= 0 or len(pool) == 0:
             continue
-        candidates = rng.permutation(pool)[:want]
-        for k in candidates:                     # loop over candidate objects
-            b = database.boxes[k]
-            grown = b.copy()
-            grown[3:5] += 2 * margin
-            if all_boxes and float(intersection_area_bev(grown[None], np.array(all_boxes)).max()) > 0.0:
-                continue
-            all_boxes.append(b)
-            chosen.append(int(k))
-    return chosen
+        candidates += [int(k) for k in rng.permutation(pool)[:want]]
+    return candidates
 
 
 def _paste_points(points, boxes, names, database: GtDatabase, chosen: list[int]):
@@ -679,14 +687,7 @@ def _visible_sampling(points, boxes, names, database: GtDatabase, rng: np.random
     unlabelled object) and at least ``min_points`` of its points stay visible (:func:`visible_paste`). Scene
     objects that a pasted one leaves with fewer than ``min_points`` points (they had at least that many) lose
     their label, as do pasted objects that a later one hides."""
-    db_names = np.array(database.names)
-    candidates = []
-    for cls, target in sample_counts.items():
-        want = target - sum(n == cls for n in names)
-        pool = np.nonzero(db_names == cls)[0]
-        if want <= 0 or len(pool) == 0:
-            continue
-        candidates += [int(k) for k in rng.permutation(pool)[:want]]
+    candidates = _draw_candidates(names, database, rng, sample_counts)
     items = []
     for k in candidates:                         # loop over candidate objects
         pts, box = database.points[k], database.boxes[k]
