@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from pcseg.data.augment import Augmentation
@@ -56,16 +57,20 @@ def ref_pad_odd(z, pad):
     return np.array([pad1(cols[i]) for i in range(cols.shape[0])])
 
 
-def ref_opening(z, w):
-    """Grey opening with a w x w square restricted to the raster: the minimum over the window ∩ raster, then
-    the maximum of those minima over the window ∩ raster."""
+def ref_opening(z, w, inside=None):
+    """Grey opening with a w x w square restricted to the raster (and to the ``inside`` cells): the minimum over
+    the window ∩ raster ∩ inside, then the maximum of those minima over the window ∩ raster ∩ inside; cells
+    outside keep z."""
     r, (nx, ny) = w // 2, z.shape
+    inside = np.ones(z.shape, bool) if inside is None else inside
 
     def sweep(a, reduce):
-        out = np.empty_like(a)
+        out = np.array(z, dtype=np.float64)
         for i in range(nx):
             for j in range(ny):
-                out[i, j] = reduce(a[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1])
+                if inside[i, j]:
+                    window = a[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
+                    out[i, j] = reduce(window[inside[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]])
         return out
 
     return sweep(sweep(z, np.min), np.max)
@@ -80,12 +85,13 @@ def ref_opening_reflected(z, w):
 NEIGHBOURS = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]
 
 
-def ref_step_test(z, removed, before, cell):
+def ref_step_test(z, removed, before, cell, inside=None):
     """Per connected region of ``removed`` (8-connectivity, flood fill): its border cells (a kept neighbour:
-    neither removed nor removed before) and how many of them stand more than the step above their lowest kept
-    neighbour; the region stays removed when that share reaches TERRAIN_STEP_SHARE, or when it has no border."""
+    inside the footprint, neither removed nor removed before) and how many of them stand more than the step
+    above their lowest kept neighbour; the region stays removed when that share reaches TERRAIN_STEP_SHARE, or
+    when it has no border."""
     nx, ny = z.shape
-    kept = ~removed & ~before
+    kept = ~removed & ~before & (np.ones(z.shape, bool) if inside is None else inside)
     step = G.TERRAIN_STEP + G.TERRAIN_STEP_SLOPE * cell * np.sqrt(2.0)
     seen = np.zeros(z.shape, bool)
     out = np.zeros(z.shape, bool)
@@ -116,23 +122,24 @@ def ref_step_test(z, removed, before, cell):
     return out
 
 
-def ref_pmf(z0, windows, thresholds, cell, reflect, step_test=True):
-    """PMF as SMRF runs it: each window opens the previous opening; a cell is removed when the last surface
-    minus the opened one exceeds dh_k; on windows whose dh_k is capped at dh_max only regions passing the step
-    test are removed. Windows wider than twice the raster (+1) are not run."""
+def ref_pmf(z0, windows, thresholds, cell, reflect, step_test=True, inside=None):
+    """PMF as SMRF runs it: each window opens the previous opening; a cell (inside the footprint) is removed
+    when the last surface minus the opened one exceeds dh_k; on windows whose dh_k is capped at dh_max only
+    regions passing the step test are removed. Windows wider than twice the raster (+1) are not run."""
     nx, ny = z0.shape
+    inside_ = np.ones(z0.shape, bool) if inside is None else inside
     removed = np.zeros(z0.shape, bool)
     last = z0
     for w, dh in zip(windows, thresholds):
         if w > 2 * max(nx, ny) + 1:
             break
-        opened = ref_opening_reflected(last, w) if reflect and min(nx, ny) > 1 else ref_opening(last, w)
+        opened = ref_opening_reflected(last, w) if reflect and min(nx, ny) > 1 else ref_opening(last, w, inside)
         new = np.zeros(z0.shape, bool)
         for i in range(nx):
             for j in range(ny):
-                new[i, j] = (last[i, j] - opened[i, j]) > dh and not removed[i, j]
+                new[i, j] = (last[i, j] - opened[i, j]) > dh and not removed[i, j] and inside_[i, j]
         if dh >= G.TERRAIN_DH_MAX and step_test:
-            new = ref_step_test(z0, new, removed, cell)
+            new = ref_step_test(z0, new, removed, cell, inside)
         removed = removed | new
         last = opened
     return removed
@@ -221,6 +228,10 @@ def test_step_test_matches_a_direct_loop(seed):
         got = _step_test(z, removed, before, cell)
         want = ref_step_test(z, removed, before, cell)
         np.testing.assert_array_equal(got, want)
+        # a footprint: cells outside it are never kept neighbours
+        inside = ~before & (rng.random(shape) < 0.8)
+        np.testing.assert_array_equal(_step_test(z, removed & inside, before, cell, inside),
+                                      ref_step_test(z, removed & inside, before, cell, inside))
         outcomes.add((bool(got.any()), bool((removed & ~got).any())))
     assert any(o[1] for o in outcomes)  # the test dropped a region at least once (not a pass-through)
 
@@ -257,7 +268,7 @@ def test_pmf_matches_the_direct_implementation_exactly():
     """Removed masks of _pmf and of the direct loops, equal cell for cell, on seeded 12 x 15 rasters with the
     restricted and the reflected windows and cells of 1, 2 and 3 m (the last two reach the capped thresholds,
     so the step test runs)."""
-    removed_cells = step_changed = 0
+    removed_cells = step_changed = footprint_cells = 0
     for seed in range(8):
         for cell in (1.0, 2.0, 3.0):
             z = random_raster(seed, (12, 15), cell)
@@ -272,7 +283,16 @@ def test_pmf_matches_the_direct_implementation_exactly():
                 if cell > 1 and seed < 4:
                     no_step = ref_pmf(z, windows, ref_thresholds(windows, cell), cell, reflect, step_test=False)
                     step_changed += int((no_step != want).sum())
+            # restricted to a footprint: a rotated square's corners are outside
+            i, j = np.meshgrid(np.arange(12), np.arange(15), indexing="ij")
+            inside = np.abs(i - 5.5) + np.abs(j - 7) < 9 + seed % 3
+            got = _pmf(z, windows, thresholds, cell, False, inside)
+            want = ref_pmf(z, windows, ref_thresholds(windows, cell), cell, False, inside=inside)
+            assert np.array_equal(got, want), (seed, cell, "footprint", np.argwhere(got != want))
+            assert not (got & ~inside).any()
+            footprint_cells += int(got.sum())
     assert removed_cells > 100 and step_changed > 0  # the comparison covers removals and the step test
+    assert footprint_cells > 50
 
 
 def test_pmf_reflected_windows_keep_a_plane_and_restricted_ones_cut_it():
@@ -287,6 +307,116 @@ def test_pmf_reflected_windows_keep_a_plane_and_restricted_ones_cut_it():
     # are taken from that pass)
     cut = _pmf(plane, windows, thresholds, cell, False)
     assert np.array_equal(cut, ref_pmf(plane, windows, thresholds, cell, False)) and cut[-1, -1]
+
+
+# ============================================================================================ footprint
+def ref_outside_footprint(empty):
+    """Direct: the spacing s of the non-empty cells (1 when at least half of them have a non-empty
+    8-neighbour, else the median distance to the nearest other, by brute force), r = 5 s; empty cells farther
+    than r from every non-empty cell, flood-filled (4-connectivity) from the raster's border; the empty cells
+    within r of one of those."""
+    nx, ny = empty.shape
+    full = np.argwhere(~empty).astype(float)
+    cells = np.argwhere(np.ones(empty.shape, bool)).astype(float)
+    if not len(full) or not empty.any():
+        return np.zeros(empty.shape, bool)
+    crowded = sum(1 for i, j in full.astype(int) if any(
+        0 <= i + a < nx and 0 <= j + b < ny and not empty[i + a, j + b] for a, b in NEIGHBOURS))
+    spacing = 1.0
+    if crowded < 0.5 * len(full):
+        d = np.sqrt(((full[:, None] - full[None]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        spacing = float(np.median(d.min(axis=1)))
+    r = 5 * spacing
+    dist = np.sqrt(((cells[:, None] - full[None]) ** 2).sum(-1)).min(axis=1).reshape(nx, ny)
+    far = empty & (dist > r)
+    seen = np.zeros(empty.shape, bool)
+    queue = deque((i, j) for i in range(nx) for j in range(ny) if far[i, j] and i in (0, nx - 1) or far[i, j]
+                  and j in (0, ny - 1))
+    for i, j in queue:
+        seen[i, j] = True
+    while queue:
+        i, j = queue.popleft()
+        for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            u, v = i + a, j + b
+            if 0 <= u < nx and 0 <= v < ny and far[u, v] and not seen[u, v]:
+                seen[u, v] = True
+                queue.append((u, v))
+    src = np.argwhere(seen).astype(float)
+    if not len(src):
+        return seen
+    near = np.sqrt(((cells[:, None] - src[None]) ** 2).sum(-1)).min(axis=1).reshape(nx, ny) <= r
+    return near & empty
+
+
+def _rotated_square(shape, angle, half):
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    c = (np.array(shape) - 1) / 2
+    a = np.deg2rad(angle)
+    u = np.cos(a) * (i - c[0]) + np.sin(a) * (j - c[1])
+    v = -np.sin(a) * (i - c[0]) + np.cos(a) * (j - c[1])
+    return (np.abs(u) <= half) & (np.abs(v) <= half)
+
+
+def test_outside_footprint_matches_the_direct_computation():
+    rng = np.random.default_rng(3)
+    cases = {
+        "rotated tile": ~_rotated_square((30, 34), 35, 11),
+        "rotated tile, sparse survey": ~_rotated_square((30, 34), 35, 11) | (rng.random((30, 34)) < 0.35),
+        "random empties": rng.random((30, 34)) < 0.37,
+        "a few points per hectare": rng.random((30, 34)) > 0.03,
+        "lake at the edge": np.hypot(*np.meshgrid(np.arange(30) - 0, np.arange(34) - 17, indexing="ij")) < 9,
+        "lake inside": np.hypot(*np.meshgrid(np.arange(30) - 15, np.arange(34) - 17, indexing="ij")) < 9,
+        "full": np.zeros((30, 34), bool),
+    }
+    got = {name: G.outside_footprint(empty) for name, empty in cases.items()}
+    for name, empty in cases.items():
+        np.testing.assert_array_equal(got[name], ref_outside_footprint(empty), err_msg=name)
+    corners = cases["rotated tile"]
+    assert got["rotated tile"].sum() > 0.8 * corners.sum()                 # the corners are outside
+    assert got["rotated tile, sparse survey"][corners].mean() > 0.7
+    # scattered empties inside the footprint stay inside, but for those within r = 5 cells of the corners
+    near_corner = ndimage.distance_transform_edt(~corners) <= 5
+    assert not got["rotated tile, sparse survey"][~corners & ~near_corner].any()
+    assert not got["random empties"].any() and not got["a few points per hectare"].any()
+    assert got["lake at the edge"].sum() > 50 and not got["lake inside"].any() and not got["full"].any()
+
+
+def rotated_scene(side, density, roof=0.7, height=20.0, angle=40.0, seed=0):
+    """A square survey ``side`` metres wide rotated by ``angle`` degrees (its raster's corners hold no return)
+    on ground sloping 2 % along it; a flat roof ``height`` above the ground's highest point under it covers the
+    last ``roof`` of the square, cut by the footprint's edge on three sides (as sample_c's roof)."""
+    rng = np.random.default_rng(seed)
+    uv = rng.uniform(0, side, (rng.poisson(side * side * density), 2))
+    on_roof = uv[:, 0] >= side * (1 - roof)
+    g = 0.02 * uv[:, 1]
+    z = g + rng.normal(0, 0.03, len(uv))
+    z[on_roof] = g[on_roof].max() + height + rng.normal(0, 0.03, on_roof.sum())
+    a = np.deg2rad(angle)
+    xy = uv @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T
+    return np.c_[xy, z], on_roof, z - g
+
+
+@pytest.mark.parametrize("side,density", [(80, 3.0), (80, 1.0), (80, 0.3), (150, 0.3)])
+def test_roof_cut_by_a_rotated_footprint_stands_above(side, density, monkeypatch):
+    """A roof over 70 % of a rotated survey, cut by its edge on three sides. The nearest fill gives the raster's
+    empty corners the roof's height; without the footprint the roof is terrain (as on sample_c)."""
+    xyz, obj, true = rotated_scene(side, density)
+    h = terrain_surface(xyz).height(xyz)
+    assert_object_stands(h[obj], true[obj], f"roof in a rotated {side} m survey at {density} points/m2")
+    assert_ground(h[~obj], f"ground beside it at {density} points/m2")
+    monkeypatch.setattr(G, "outside_footprint", lambda empty: np.zeros(empty.shape, bool))
+    assert np.median(terrain_surface(xyz).height(xyz[obj]) - true[obj]) < -5.0
+
+
+def test_a_footprint_changes_nothing_on_a_full_rectangular_tile():
+    xyz, obj, true = scene(200, 1.0, "slope", ((60.0, 140.0, 60.0, 140.0, 9.0),))
+    h = terrain_surface(xyz).height(xyz)
+    lo, cell, shape, flat = G._grid(xyz[:, :2], terrain_cell(xyz))
+    empty = np.ones(shape[0] * shape[1], bool)
+    empty[flat] = False
+    assert not G.outside_footprint(empty.reshape(shape)).any()
+    assert_object_stands(h[obj], true[obj], "80 m roof on a slope")
 
 
 # ================================================================================================ _fill_linear

@@ -262,13 +262,17 @@ def pmf_thresholds(windows: list[int], cell: float, slope: float = TERRAIN_SLOPE
     return np.minimum(dh, dh_max)
 
 
-def _step_test(z: np.ndarray, removed: np.ndarray, before: np.ndarray, cell: float) -> np.ndarray:
+def _step_test(z: np.ndarray, removed: np.ndarray, before: np.ndarray, cell: float,
+               inside: np.ndarray | None = None) -> np.ndarray:
     """``removed`` cells that belong to a connected region (8-connectivity) ending in a step (see
-    :data:`TERRAIN_STEP`) above the cells kept so far (neither ``removed`` nor removed ``before``)."""
+    :data:`TERRAIN_STEP`) above the cells kept so far (inside the survey's footprint ``inside``, neither
+    ``removed`` nor removed ``before``). Cells outside the footprint hold no return: a step to them is invented by
+    the fill and is no evidence either way."""
     labels, n = ndimage.label(removed, structure=np.ones((3, 3), bool))
     if n == 0:
         return removed
-    outside = ndimage.minimum_filter(np.where(removed | before, np.inf, z), size=3, mode="nearest")
+    blocked = removed | before if inside is None else removed | before | ~inside
+    outside = ndimage.minimum_filter(np.where(blocked, np.inf, z), size=3, mode="nearest")
     border = removed & np.isfinite(outside)            # removed cells with a neighbour that was kept
     step = (z - outside) > TERRAIN_STEP + TERRAIN_STEP_SLOPE * cell * np.sqrt(2.0)
     ids = labels[border]
@@ -300,7 +304,19 @@ def _fill_linear(z: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return _fill_nearest(np.where(np.isnan(z), np.inf, z) if np.isnan(z).any() else z)
 
 
-def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float, reflect: bool) -> np.ndarray:
+def _opening(z: np.ndarray, w: int, inside: np.ndarray | None) -> np.ndarray:
+    """Grey opening of ``z`` with a w x w square restricted to the cells ``inside`` (all when None): at an inside
+    cell, the maximum over its window's inside cells of their minima over their windows' inside cells. Cells
+    outside keep ``z``."""
+    if inside is None:
+        return ndimage.grey_opening(z, size=(w, w), mode="nearest")
+    eroded = ndimage.grey_erosion(np.where(inside, z, np.inf), size=(w, w), mode="nearest")
+    opened = ndimage.grey_dilation(np.where(inside, eroded, -np.inf), size=(w, w), mode="nearest")
+    return np.where(inside, opened, z)
+
+
+def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float, reflect: bool,
+         inside: np.ndarray | None = None) -> np.ndarray:
     """Cells removed by the progressive openings of ``z0`` (each opening applied to the previous one, as SMRF),
     with the step test on the windows whose threshold is capped at dh_max.
 
@@ -309,7 +325,15 @@ def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float
     edge as a higher plateau, which no window removes. reflect=False restricts every window to the raster
     (``mode="nearest"`` is the same for minima and maxima): a plateau touching the edge is removed once the
     window is more than twice as wide as what remains of it, and slopes near the edge are cut.
+
+    ``inside`` (None: every cell; only with reflect=False) is the survey's footprint: windows are restricted
+    to it as to the raster, and only its cells can be removed. The cells outside it (a rotated or irregular
+    tile's corners, filled from the nearest return) would otherwise extend whatever the footprint's edge holds,
+    a roof as a plateau wider than the tile. (Reflecting about an irregular edge is not defined: the reflected
+    pass keeps the nearest fill.)
     """
+    if reflect and inside is not None:
+        raise ValueError("a footprint restricts the windows; the reflected pass has none")
     removed = np.zeros(z0.shape, bool)
     last = z0
     for w, dh in zip(windows, thresholds):
@@ -317,12 +341,40 @@ def _pmf(z0: np.ndarray, windows: list[int], thresholds: np.ndarray, cell: float
             break
         pad = w // 2 if reflect and min(z0.shape) > 1 else 0
         padded = np.pad(last, pad, mode="reflect", reflect_type="odd") if pad else last
-        opened = ndimage.grey_opening(padded, size=(w, w), mode="nearest")
+        opened = _opening(padded, w, inside)
         opened = opened[pad:-pad, pad:-pad] if pad else opened
         new = ((last - opened) > dh) & ~removed
-        removed |= _step_test(z0, new, removed, cell) if dh >= TERRAIN_DH_MAX else new
+        new = new if inside is None else new & inside
+        removed |= _step_test(z0, new, removed, cell, inside) if dh >= TERRAIN_DH_MAX else new
         last = opened
     return removed
+
+
+def outside_footprint(empty: np.ndarray) -> np.ndarray:
+    """Empty raster cells outside the survey's footprint (a rotated or irregular tile's corners, a lake at its
+    edge, the void around a few stray returns): those farther than r cells from any non-empty cell, connected
+    to the raster's border, grown back by r cells into the empty cells. r = 5 s, s being the spacing of the
+    non-empty cells: 1 when most of them have a non-empty neighbour, else the median distance from one to the
+    nearest other. A sparse survey's scattered empty cells and a survey thinned to a few points per hectare stay
+    inside; so do gaps enclosed by returns (a lake, a dark roof)."""
+    from scipy.spatial import cKDTree
+
+    if not empty.any() or empty.all():
+        return np.zeros(empty.shape, bool)
+    full = ~empty
+    spacing = 1.0
+    crowded = ndimage.convolve(full.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") > 1
+    if (crowded & full).sum() < 0.5 * full.sum():
+        ij = np.argwhere(full).astype(np.float64)
+        spacing = float(np.median(cKDTree(ij).query(ij, k=2)[0][:, 1]))
+    r = 5.0 * spacing
+    far = ndimage.distance_transform_edt(empty) > r
+    labels, _ = ndimage.label(far)
+    ids = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    out = np.isin(labels, ids[ids > 0])
+    if not out.any():
+        return out
+    return (ndimage.distance_transform_edt(~out) <= r) & empty
 
 
 def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: float = TERRAIN_MAX_WINDOW,
@@ -334,8 +386,9 @@ def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: floa
        al. 2013): open with square windows w_k = 2^k + 1 cells up to ``max_window`` metres; a cell whose opened
        height drops by more than dh_k (:func:`pmf_thresholds`) is removed. Run twice (:func:`_pmf`): with the
        raster padded by point reflection (slopes stay whole up to the tile's edge), and with windows restricted
-       to the raster, of which only regions touching the edge are kept (a roof cut by the tile's edge is removed
-       while what remains of it is narrower than half the widest window).
+       to the raster and to the survey's footprint (:func:`outside_footprint`), of which only regions touching
+       the edge of either are kept (a roof cut by the tile's or the footprint's edge is removed while what
+       remains of it is narrower than half the widest window).
     3. Step test (:func:`_step_test`): the capped thresholds (dh_max) of wide windows also cut hilltops and
        ridges; of the cells a capped window removes, only regions ending in a step stay removed.
     4. Kept islands of at most :data:`TERRAIN_ISLAND_CELLS` cells inside removed regions are removed too; the
@@ -349,16 +402,20 @@ def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: floa
     lo, cell, shape, flat = _grid(xyz[:, :2], cell)
     z = np.full(shape[0] * shape[1], np.inf)
     np.minimum.at(z, flat, xyz[:, 2])
+    outside = outside_footprint(~np.isfinite(z).reshape(shape))
+    inside = ~outside if outside.any() else None
     z0 = _fill_nearest(_drop_low_outliers(z, shape).reshape(shape))
     windows = pmf_windows(cell, max_window)
     thresholds = pmf_thresholds(windows, cell, slope)
-    removed = _pmf(z0, windows, thresholds, cell, reflect=True)
+    removed = _pmf(z0, windows, thresholds, cell, True)
     # regions only the restricted windows remove (roofs cut by the edge, and slopes near the edge) that touch
-    # the edge and end in a step there
-    extra = _pmf(z0, windows, thresholds, cell, reflect=False) & ~removed
+    # the edge (of the raster or of the footprint) and end in a step there
+    extra = _pmf(z0, windows, thresholds, cell, False, inside) & ~removed
     labels, _ = ndimage.label(extra, structure=np.ones((3, 3), bool))
-    edge_ids = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    removed |= _step_test(z0, np.isin(labels, edge_ids[edge_ids > 0]), removed, cell)
+    edge = ndimage.binary_dilation(outside, structure=np.ones((3, 3), bool))
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    edge_ids = np.unique(labels[edge])
+    removed |= _step_test(z0, np.isin(labels, edge_ids[edge_ids > 0]), removed, cell, inside)
     # a few kept cells enclosed by removed ones are a roof's or a canopy's own cells the openings missed (a
     # sparse survey leaves some); a courtyard is larger
     enclosed = ndimage.binary_fill_holes(removed) & ~removed
@@ -367,6 +424,8 @@ def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: floa
     small[0] = False
     removed |= small[labels]
     # the kept cells around a removed region straddle its outline (a cell holding a few roof points and no
-    # ground point keeps the roof's height): the fill starts one cell further out
+    # ground point keeps the roof's height): the fill starts one cell further out; the cells outside the
+    # footprint are filled from the terrain too (points at the footprint's edge are sampled between them)
     removed = ndimage.binary_dilation(removed, structure=np.ones((3, 3), bool))
-    return Surface(lo, cell, _fill_linear(z0, removed))
+    hole = removed | outside
+    return Surface(lo, cell, _fill_linear(z0, hole if not hole.all() else removed))
