@@ -27,7 +27,7 @@ from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
-from .infer import softmax, top_two, vote_logits
+from .infer import softmax, top_two, vote_logits, warn_density
 from .options import SegmentOptions
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         f_dim = None
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
+            if start == 0:   # the first million points: density over the cells they occupy
+                warn_density(card, c.xyz, src)
             if start == 0 and "echo" in channels and len(c) and not has_echo(c.fields):
                 log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality "
                             "without them (a model reading x, y, z only, such as sala-als, may suit this file "

@@ -19,10 +19,11 @@ from scipy.spatial import cKDTree
 
 from ..data import PyramidSpec, build_batch
 from ..data.features import GROUND_CHANNELS, ground_surfaces, has_color, has_echo, make_features
-from ..geometry import grid_subsample, thin_to_density
+from ..geometry import grid_subsample, thin_to_density, xy_density
 from ..geometry.tiling import quadtree_tiles
 from ..io import PointCloud
 from ..models.checkpoint import Checkpoint
+from .advice import density_advice
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,17 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
 
 
+def warn_density(card: dict, xyz: np.ndarray, source: str) -> None:
+    """Log :func:`pcseg.engine.advice.density_advice` for a cloud (points ``xyz``) when its card has density
+    figures and they say the cloud is sparser than the model holds up to."""
+    if len(xyz) and (card.get("robustness_validation") or {}).get("density"):
+        from ..models import zoo
+
+        line = density_advice(card, xy_density(xyz), source, zoo.shipped())
+        if line:
+            log.warning("%s", line)
+
+
 def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None):
     """(pyramid spec with the card's neighbour caps, the cloud grid-subsampled at dl0 with its input channels):
     what :func:`vote_logits` reads. ``hag``: the cloud's :func:`pcseg.data.features.ground_surfaces`, when the
@@ -182,6 +194,7 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None)
         log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality without them "
                     "(a model reading x, y, z only, such as sala-als, may suit this file better)",
                     cloud.meta.get("source") or "the cloud", card.get("name") or "the model")
+    warn_density(card, cloud.xyz, cloud.meta.get("source") or "the cloud")
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
                           color_optional=optional, hag=hag)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
