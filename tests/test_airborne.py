@@ -15,8 +15,9 @@ from pcseg.data.classmaps import IGNORE, builtin_class_map, partial_label, parti
 from pcseg.data.datasets import resolve_data
 from pcseg.data.features import hag_surfaces, make_features
 from pcseg.errors import UsageError
-from pcseg.engine.vegetation import refine_buildings, refine_ground
-from pcseg.geometry.ground import (PLANE_SLOPE_RIDGE, local_plane_height, opening_surface, points_surface,
+from pcseg.engine.vegetation import (TERRAIN_SLOPE_FACTOR, TERRAIN_TOLERANCE, default_split, refine_buildings,
+                                     refine_ground, refine_low_vegetation)
+from pcseg.geometry.ground import (PLANE_SLOPE_RIDGE, local_plane_height, opening_surface, points_surface, terrain_surface,
                                   vegetation_codes)
 from pcseg.nn.losses import partial_cross_entropy
 
@@ -158,6 +159,65 @@ def test_refine_buildings_gives_low_buildings_their_runner_up_class():
     assert (out[labels == 0] == 0).all() and (labels[deck] == 2).all()  # ground untouched, input unchanged
     # the estimates the hag channel computed for the network, handed over instead of recomputed: same labels
     assert np.array_equal(refine_buildings(xyz, labels, runner_up, 2, 2.0, hag_surfaces(xyz)), expected)
+
+
+def crop_field(density, seed=3):
+    """A 60 m field on a 10 % slope: soil returns between the rows, a crop canopy 0.3-0.45 m above the soil on
+    x < 30 (every point of it called ground, as a network might), bare soil beyond. Returns xyz, labels
+    (all 0 = ground), canopy mask."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 60, size=(rng.poisson(3600 * density), 2))
+    soil = 0.1 * xy[:, 1] + rng.normal(0, 0.02, len(xy))
+    canopy = (xy[:, 0] < 30) & (rng.random(len(xy)) < 0.6)            # 40 % of the pulses reach the soil
+    z = soil + np.where(canopy, rng.uniform(0.3, 0.45, len(xy)), 0.0)
+    return np.column_stack([xy, z]), np.zeros(len(xy), np.int64), canopy
+
+
+def ref_low_vegetation(xyz, labels, terrain, tolerance, factor):
+    """Direct: per predicted ground point, the terrain's slope at its cell from central differences (one-sided
+    at the raster's edges), and its height above the bilinear terrain."""
+    z, c = terrain.z, terrain.cell
+    out = labels.copy()
+    if c > 1.0:
+        return out
+    for k in np.flatnonzero(labels == 0):
+        i = min(max(int(np.floor((xyz[k, 0] - terrain.origin[0]) / c)), 0), z.shape[0] - 1)
+        j = min(max(int(np.floor((xyz[k, 1] - terrain.origin[1]) / c)), 0), z.shape[1] - 1)
+        di = ((z[i + 1, j] - z[i - 1, j]) / (2 * c) if 0 < i < z.shape[0] - 1 else
+              (z[1, j] - z[0, j]) / c if i == 0 else (z[-1, j] - z[-2, j]) / c)
+        dj = ((z[i, j + 1] - z[i, j - 1]) / (2 * c) if 0 < j < z.shape[1] - 1 else
+              (z[i, 1] - z[i, 0]) / c if j == 0 else (z[i, -1] - z[i, -2]) / c)
+        if terrain.height(xyz[k:k + 1])[0] > tolerance + factor * np.hypot(di, dj) * c:
+            out[k] = 1
+    return out
+
+
+def test_low_vegetation_test_reads_the_terrain_model_on_dense_surveys():
+    xyz, labels, canopy = crop_field(4.0)
+    terrain = terrain_surface(xyz)
+    assert terrain.cell == 1.0
+    out = refine_low_vegetation(xyz, labels, 0, 1, terrain, TERRAIN_TOLERANCE, TERRAIN_SLOPE_FACTOR)
+    np.testing.assert_array_equal(out, ref_low_vegetation(xyz, labels, terrain, TERRAIN_TOLERANCE,
+                                                          TERRAIN_SLOPE_FACTOR))
+    assert (out[canopy] == 1).mean() > 0.6            # most of the canopy is vegetation (cells without soil: not)
+    assert (out[~canopy] == 0).mean() > 0.97          # the soil and the bare half stay ground
+    assert (labels == 0).all()                        # the input is not modified
+    # the local-plane test does not see it: the canopy's own plane
+    assert (refine_ground(xyz, labels, 0, 1, 0.5)[canopy] == 1).mean() < 0.05
+
+
+def test_low_vegetation_test_is_off_where_terrain_cells_are_coarser_than_1_m():
+    xyz, labels, canopy = crop_field(0.3)
+    terrain = terrain_surface(xyz)
+    assert terrain.cell > 1.0
+    assert np.array_equal(refine_low_vegetation(xyz, labels, 0, 1, terrain), labels)
+
+
+def test_terrain_models_get_the_low_vegetation_test_in_their_card():
+    names = ["ground", "vegetation", "building"]
+    assert "terrain_tolerance" not in default_split(names, ("one", "hag"))
+    split = default_split(names, ("one", "terrain", "echo"))
+    assert split["terrain_tolerance"] == TERRAIN_TOLERANCE and split["terrain_slope_factor"] == TERRAIN_SLOPE_FACTOR
 
 
 # --- input features ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..data.classmaps import ClassMap
+from ..data.features import ground_surfaces
 from ..errors import BadInputError, UsageError
 from ..io import PointCloud, format_from_path, read, write
 from ..io.las import las_point_count
@@ -16,7 +17,7 @@ from .infer import segment_points
 from .metrics import confusion_matrix, scores
 from .options import SegmentOptions
 from .vegetation import (GROUND_NEIGHBOURS, GROUND_TOLERANCE, asprs_codes, default_building_test,
-                         height_above_predicted_ground, refine_buildings, refine_ground)
+                         height_above_predicted_ground, refine_buildings, refine_ground, refine_low_vegetation)
 
 
 def class_map_of(ck: Checkpoint) -> ClassMap:
@@ -84,6 +85,10 @@ def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels
     if np.isfinite(rules["ground_tolerance"]):
         labels = refine_ground(xyz, labels, ground, cmap.index(rules["vegetation_class"]),
                                float(rules["ground_tolerance"]), int(rules["ground_neighbours"]))
+    if rules.get("terrain_tolerance") is not None and "terrain" in ck.card["features"]:
+        surfaces = hag if hag is not None else ground_surfaces(xyz, ck.card["features"])
+        labels = refine_low_vegetation(xyz, labels, ground, cmap.index(rules["vegetation_class"]), surfaces[1],
+                                       float(rules["terrain_tolerance"]), float(rules["terrain_slope_factor"]))
     return labels, height_above_predicted_ground(xyz, labels, ground, float(rules["cell"]))
 
 

@@ -397,7 +397,7 @@ class Trainer:
             "training": {"preset": cfg.preset, "source": cfg.source, "steps": self.step,
                          "command": reproduce_command(cfg), "config": config},
             "metrics": metrics or {},
-            **({"vegetation_split": split} if (split := default_split(self.class_map.names)) else {}),
+            **({"vegetation_split": split} if (split := default_split(self.class_map.names, cfg.features)) else {}),
             **({"building_test": test} if (test := default_building_test(self.class_map.names)) else {}),
             # a model that saw colourless spheres reads clouds without colour (pcseg.data.features)
             **({"color_drop": self.augmentation.color_drop}
