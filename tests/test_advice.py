@@ -30,13 +30,14 @@ OTHER_CLASSES = card("indoor", [(0.3, 99.0, 0.0)], classes={"names": ["floor", "
 def test_no_advice_where_the_card_holds_up_or_has_no_figures():
     assert density_advice(DENSE, 20.0, "f.laz", {}) is None          # denser than every level
     assert density_advice(DENSE, 10.0, "f.laz", {}) is None          # 1 point below: within ADVICE_DROP
-    assert density_advice(SPARSE, 2.0, "f.laz", {}) is None          # read at the 3 points/m2 level: -2
+    assert density_advice(SPARSE, 2.0, "f.laz", {}) is None          # nearest level 3 points/m2: -2
+    assert density_advice(SPARSE, 1.5, "f.laz", {}) is not None      # nearest level 1 point/m2: -6
     assert density_advice({"name": "x"}, 0.1, "f.laz", {}) is None
     assert density_advice(DENSE, 0.0, "f.laz", {}) is None and density_advice(DENSE, np.inf, "f.laz", {}) is None
     assert density_advice(DENSE, 0.05, "f.laz", {}) is not None      # sparser than every level: the sparsest row
 
 
-def test_advice_quotes_the_level_at_least_as_dense_as_the_file_and_names_a_better_model():
+def test_advice_quotes_the_nearest_level_and_names_a_better_model():
     shipped = {"dense": DENSE, "sparse": SPARSE, "indoor": OTHER_CLASSES}
     line = density_advice(DENSE, 0.8, "f.laz", shipped)
     assert line.startswith("f.laz holds about 0.8 points/m²: dense's card measures mean IoU 50.0 at 1 points/m²")

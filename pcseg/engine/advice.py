@@ -22,10 +22,11 @@ def _random_rows(card: dict) -> list[dict]:
 
 
 def _row_at(levels: list[dict], density: float) -> dict | None:
-    """The sparsest measured level at least as dense as ``density`` (the file is at most that dense), or None
-    when the file is denser than every level."""
-    at_least = [r for r in levels if r["target"] >= density * (1 - 1e-9)]
-    return at_least[0] if at_least else None
+    """The measured level nearest to ``density`` in log scale, or None when the file is denser than every
+    level."""
+    if not levels or density > levels[-1]["target"]:
+        return None
+    return min(levels, key=lambda r: abs(math.log(r["target"] / density)))
 
 
 def density_advice(card: dict, density: float, source: str, others: dict[str, dict] | None = None) -> str | None:

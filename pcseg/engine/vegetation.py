@@ -31,7 +31,7 @@ import numpy as np
 
 from ..data.features import ground_surfaces
 from ..geometry.ground import (ASPRS_VEGETATION_CODES, IGN_VEGETATION_HEIGHTS, local_plane_height,
-                               points_surface, vegetation_codes)
+                               points_surface, terrain_cell, vegetation_codes)
 
 SURFACE_CELL = 1.0
 """Cell of the ground raster, metres."""
@@ -128,25 +128,28 @@ def refine_ground(xyz: np.ndarray, labels: np.ndarray, ground_id: int, vegetatio
     return labels
 
 
-def refine_low_vegetation(xyz: np.ndarray, labels: np.ndarray, ground_id: int, vegetation_id: int, terrain,
+def refine_low_vegetation(xyz: np.ndarray, labels: np.ndarray, ground_id: int, vegetation_id: int, surface,
                           tolerance: float = TERRAIN_TOLERANCE,
                           slope_factor: float = TERRAIN_SLOPE_FACTOR) -> np.ndarray:
     """Labels with every predicted ground point that stands more than ``tolerance + slope_factor x slope x cell``
-    metres above ``terrain`` (the cloud's :func:`pcseg.geometry.ground.terrain_surface`) made vegetation; slope:
-    the terrain raster's gradient magnitude at the point's cell. Nothing changes where the terrain's cell is
-    coarser than :data:`TERRAIN_TEST_MAX_CELL` (sparse surveys)."""
+    metres above ``surface`` (a label-free ground estimate of the cloud made of cell minima: the terrain model,
+    :func:`pcseg.geometry.ground.terrain_surface`, or the ``hag`` channel's 10 m opening) made vegetation; slope:
+    the raster's gradient magnitude at the point's cell. Nothing changes on surveys sparser than 1 m terrain
+    cells hold (:func:`pcseg.geometry.ground.terrain_cell` above :data:`TERRAIN_TEST_MAX_CELL`), nor where the
+    raster itself is coarser."""
     labels = np.asarray(labels).copy()
-    if terrain.cell > TERRAIN_TEST_MAX_CELL * (1 + 1e-9):
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if max(surface.cell, terrain_cell(xyz)) > TERRAIN_TEST_MAX_CELL * (1 + 1e-9):
         return labels
     ground = np.flatnonzero(labels == ground_id)
     if not len(ground):
         return labels
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)[ground]
-    gi, gj = np.gradient(terrain.z, terrain.cell)
-    ij = np.clip(np.floor((xyz[:, :2] - terrain.origin) / terrain.cell).astype(np.int64), 0,
-                 np.array(terrain.z.shape) - 1)
+    xyz = xyz[ground]
+    gi, gj = np.gradient(surface.z, surface.cell)
+    ij = np.clip(np.floor((xyz[:, :2] - surface.origin) / surface.cell).astype(np.int64), 0,
+                 np.array(surface.z.shape) - 1)
     slope = np.hypot(gi, gj)[ij[:, 0], ij[:, 1]]
-    above = terrain.height(xyz) > tolerance + slope_factor * slope * terrain.cell
+    above = surface.height(xyz) > tolerance + slope_factor * slope * surface.cell
     labels[ground[above]] = vegetation_id
     return labels
 
