@@ -46,6 +46,10 @@ def test_advice_quotes_the_nearest_level_and_names_a_better_model():
     line = density_advice(SPARSE, 0.3, "f.laz", shipped)
     assert "mean IoU 60.0 at 0.3 points/m², 16.0 below" in line and "--model" not in line
     # an alternative must beat the model by ADVICE_DROP at the same level
+    # a model reading return numbers is not offered for a file without them
+    echo = {**SPARSE, "features": ["one", "terrain", "echo"]}
+    assert "--model" not in density_advice(DENSE, 0.8, "f.laz", {"sparse": echo}, has_echo=False)
+    assert "--model sparse" in density_advice(DENSE, 0.8, "f.laz", {"sparse": echo}, has_echo=True)
     close = card("close", [(1.0, 50.0 + ADVICE_DROP - 0.1, -30.0)])
     assert "--model" not in density_advice(DENSE, 0.8, "f.laz", {"close": close})
 

@@ -92,7 +92,7 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
             if start == 0:   # the first million points: density over the cells they occupy
-                warn_density(card, c.xyz, src)
+                warn_density(card, c.xyz, src, c.fields)
             if start == 0 and "echo" in channels and len(c) and not has_echo(c.fields):
                 log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality "
                             "without them (a model reading x, y, z only, such as sala-als, may suit this file "

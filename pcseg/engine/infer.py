@@ -166,13 +166,13 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
 
 
-def warn_density(card: dict, xyz: np.ndarray, source: str) -> None:
-    """Log :func:`pcseg.engine.advice.density_advice` for a cloud (points ``xyz``) when its card has density
-    figures and they say the cloud is sparser than the model holds up to."""
+def warn_density(card: dict, xyz: np.ndarray, source: str, fields: dict) -> None:
+    """Log :func:`pcseg.engine.advice.density_advice` for a cloud (points ``xyz``, per-point ``fields``) when its
+    card has density figures and they say the cloud is sparser than the model holds up to."""
     if len(xyz) and (card.get("robustness_validation") or {}).get("density"):
         from ..models import zoo
 
-        line = density_advice(card, xy_density(xyz), source, zoo.shipped())
+        line = density_advice(card, xy_density(xyz), source, zoo.shipped(), has_echo(fields))
         if line:
             log.warning("%s", line)
 
@@ -194,7 +194,7 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None)
         log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality without them "
                     "(a model reading x, y, z only, such as sala-als, may suit this file better)",
                     cloud.meta.get("source") or "the cloud", card.get("name") or "the model")
-    warn_density(card, cloud.xyz, cloud.meta.get("source") or "the cloud")
+    warn_density(card, cloud.xyz, cloud.meta.get("source") or "the cloud", cloud.fields)
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
                           color_optional=optional, hag=hag)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)
