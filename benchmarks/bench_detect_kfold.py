@@ -194,10 +194,12 @@ def run_fold(i: int, cfg, run: Path, init_line: str) -> dict:
     return rec
 
 
-def pooled(records: list[dict], cfgs: dict, point_range) -> dict:
-    """Every held-out prediction of the finished folds evaluated together (labels as the folds saw them)."""
+def pooled(records: list[dict], cfgs: dict, point_range) -> tuple[dict, dict]:
+    """Every held-out prediction of the finished folds evaluated together (labels as the folds saw them): the
+    AP figures, and what the Car scores say (``score_reliability`` at BEV IoU 0.5, every difficulty)."""
     from pcseg.engine.detect import ScanEvalFrame, scan_objects
     from pcseg.engine.detect_folds import evaluate_predictions, figures
+    from pcseg.engine.detection_eval import score_reliability
 
     pred, truth, calibs = {}, {}, {}
     for rec in records:
@@ -207,7 +209,18 @@ def pooled(records: list[dict], cfgs: dict, point_range) -> dict:
             truth[key] = scan_objects(f.boxes, f.names, None, point_range) if scan else f.objects
             calibs[key] = f.calib
             pred[key] = objects_from_json(rec["predictions"][key])
-    return figures(evaluate_predictions(pred, truth, calibs, point_range))
+    return figures(evaluate_predictions(pred, truth, calibs, point_range)), score_reliability(pred, truth)
+
+
+def reliability_table(r: dict) -> str:
+    """Score bins of the pooled held-out Car boxes: how many, and the share that found a car."""
+    lines = [f"What the held-out Car scores say (BEV IoU > {r['min_overlap']}, cars of every difficulty). Held-out "
+             f"frames without a car: {r['frames_without']}; their boxes scoring 0.5 or more: "
+             f"{r['boxes_at_0.5_in_frames_without']}.", "", "| score | boxes | found a car |", "|---|---|---|"]
+    for b in r["bins"]:
+        share = "-" if b["matched_share"] is None else f"{100 * b['matched_share']:.0f}%"
+        lines.append(f"| {b['from']:.1f}-{b['to']:.1f} | {b['boxes']} | {share} |")
+    return "\n".join(lines)
 
 
 def fmt(v, digits: int = 1) -> str:
@@ -311,10 +324,10 @@ def main() -> None:
             walls[i] = time.time() - t
         records = [json.loads((root / f"fold-{i}" / FOLD_FILE).read_text()) for i in range(args.k)
                    if (root / f"fold-{i}" / FOLD_FILE).is_file()]
-        pooled_figs = None
+        pooled_figs = reliability = None
         if records:   # the detector's range, as the folds' checkpoints record it
             point_range = read_card(root / f"fold-{records[0]['fold']}" / "last.safetensors")["point_range"]
-            pooled_figs = pooled(records, cfgs, point_range)
+            pooled_figs, reliability = pooled(records, cfgs, point_range)
     except PcsegError as e:
         raise SystemExit(f"error: {e}") from None
     load_end = uptime()
@@ -334,6 +347,9 @@ def main() -> None:
     print()
     print(table(records, pooled_figs, args.k))
     print()
+    if reliability is not None:
+        print(reliability_table(reliability))
+        print()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; torch threads {torch.get_num_threads()}")
     print(f"uptime before: {load_start}")
     print(f"uptime after:  {load_end}")
@@ -345,7 +361,7 @@ def main() -> None:
                                                            for r in records],
                "aggregate": {key: aggregate([r["figures"].get(key) for r in records])
                              for key in (records[0]["figures"] if records else {})},
-               "pooled": pooled_figs, "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+               "pooled": pooled_figs, "score_reliability": reliability, "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                                                   "torch_threads": torch.get_num_threads(),
                                                   "uptime_before": load_start, "uptime_after": load_end},
                "wall_seconds_this_call": walls,

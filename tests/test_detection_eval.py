@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pcseg.engine.detection_eval import (
-    LOOSE_OVERLAP, average_precision, evaluate, evaluate_folders, format_results,
+    LOOSE_OVERLAP, average_precision, evaluate, evaluate_folders, format_results, pool_reliability,
+    score_reliability,
 )
 from pcseg.errors import BadInputError, UsageError
 from pcseg.io.kitti import (
@@ -144,6 +145,37 @@ def test_dontcare_regions():
     dc_box = det(extra, None, type="DontCare", dimensions=np.array([2.0, 3.0, 5.0]))
     r = evaluate({"a": [det(extra, 0.95), det(car, 0.9)]}, {"a": [car, dc_box]})
     assert ap(r, key="R40") == pytest.approx(100.0)
+
+
+def test_score_reliability_by_hand():
+    """Three frames: two cars found at 0.95 and 0.8, a duplicate of the first at 0.85 (unmatched: its car is
+    taken), a box 3 m off the second car at 0.6 (no overlap), a hard car (tiny, occluded) found at 0.4 (any
+    difficulty counts); a frame without cars holding boxes at 0.75 and 0.2 and a pedestrian; a frame with a car
+    and no box."""
+    g = cars(2)
+    hard = obj(8.0, 40.0, height_px=10.0, occluded=2)
+    pred = {
+        "a": [det(g[0], 0.95), det(g[0], 0.85), det(g[1], 0.8), det(g[1], 0.6, location=g[1].location + [3.0, 0, 0]),
+              det(hard, 0.4)],
+        "b": [det(obj(0.0, 20.0), 0.75), det(obj(5.0, 30.0), 0.2), det(obj(2.0, 15.0, type="Pedestrian"), 0.9)],
+        "c": [],
+    }
+    truth = {"a": g + [hard], "b": [obj(2.0, 15.0, type="Pedestrian")], "c": [obj(0.0, 12.0)]}
+    r = score_reliability(pred, truth)
+    by_bin = {(b["from"], b["to"]): (b["boxes"], b["matched_share"]) for b in r["bins"]}
+    assert by_bin[(0.9, 1.0)] == (1, 1.0)
+    assert by_bin[(0.7, 0.9)] == (3, pytest.approx(1 / 3))      # 0.85 duplicate, 0.8 found, 0.75 on a carless frame
+    assert by_bin[(0.5, 0.7)] == (1, 0.0)                        # the box 3 m off
+    assert by_bin[(0.3, 0.5)] == (1, 1.0)                        # the hard car
+    assert by_bin[(0.1, 0.3)] == (1, 0.0)
+    assert r["frames_without"] == 1 and r["boxes_at_0.5_in_frames_without"] == 1
+    # the pedestrian class on its own
+    p = score_reliability(pred, truth, cls="Pedestrian")
+    assert [b["boxes"] for b in p["bins"]] == [0, 0, 0, 0, 1] and p["bins"][-1]["matched_share"] == 1.0
+    assert p["frames_without"] == 2 and p["boxes_at_0.5_in_frames_without"] == 0
+    # folds pool by summing: frame by frame equals all at once
+    parts = [score_reliability({k: pred[k]}, {k: truth[k]}) for k in pred]
+    assert pool_reliability(parts) == score_reliability(pred, truth)
 
 
 def test_bad_calls():

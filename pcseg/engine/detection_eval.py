@@ -36,8 +36,8 @@ from ..io.kitti import (
     objects_to_lidar_boxes, read_label_frame, read_labels,
 )
 
-__all__ = ["evaluate", "evaluate_folders", "format_results", "average_precision", "CLASSES", "MIN_OVERLAP",
-           "LOOSE_OVERLAP"]
+__all__ = ["evaluate", "evaluate_folders", "format_results", "average_precision", "score_reliability",
+           "pool_reliability", "CLASSES", "MIN_OVERLAP", "LOOSE_OVERLAP"]
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 MIN_OVERLAP = {"Car": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
@@ -274,3 +274,62 @@ def format_results(result: dict) -> str:
         n = entry["num_gt"]
         lines.append(f"{cls:<11}objects evaluated (easy/moderate/hard): {n['easy']}/{n['moderate']}/{n['hard']}")
     return "\n".join(lines)
+
+
+RELIABILITY_EDGES = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+"""Score bins of :func:`score_reliability`: [0.1, 0.3), [0.3, 0.5), ... [0.9, 1.0]."""
+
+
+def score_reliability(pred: dict[str, list[KittiObject]], truth: dict[str, list[KittiObject]], cls: str = "Car",
+                      min_overlap: float = 0.5, edges=RELIABILITY_EDGES) -> dict:
+    """What a detection's score says: per score bin, how many ``cls`` boxes were predicted and the share that
+    found a ``cls`` ground truth of any difficulty (bird's-eye-view IoU above ``min_overlap``; each ground truth
+    taken by at most one box: boxes in descending score each take the unassigned ground truth of greatest
+    overlap, the greedy matching of COCO-style evaluation); and, over the frames holding no ``cls`` ground truth (a frame without cars), how many boxes
+    score 0.5 or more. A calibrated score reads as that share. DontCare regions are not excluded here: a box on
+    one counts as unmatched."""
+    edges = np.asarray(edges, dtype=np.float64)
+    scores, hits, empty_frames, empty_boxes = [], [], 0, 0
+    for frame, dets in pred.items():
+        d = [o for o in dets if o.type.lower() == cls.lower()]
+        g = [o for o in truth.get(frame, []) if o.type.lower() == cls.lower()]
+        if not g:
+            empty_frames += 1
+            empty_boxes += sum(o.score >= 0.5 for o in d)
+        if not d:
+            continue
+        order = np.argsort([-o.score for o in d], kind="stable")
+        ov = _overlaps(_camera_boxes([d[i] for i in order]), _camera_boxes(g), "bev") if g else np.zeros((len(d), 0))
+        taken = np.zeros(len(g), bool)
+        for row, i in enumerate(order):
+            cand = np.where(taken, -1.0, ov[row]) if len(g) else np.zeros(0)
+            j = int(np.argmax(cand)) if len(cand) else -1
+            hit = j >= 0 and cand[j] > min_overlap
+            if hit:
+                taken[j] = True
+            scores.append(d[i].score)
+            hits.append(hit)
+    scores, hits = np.asarray(scores, dtype=np.float64), np.asarray(hits, dtype=bool)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (scores >= lo) & ((scores < hi) | ((hi == edges[-1]) & (scores <= hi)))
+        bins.append({"from": float(lo), "to": float(hi), "boxes": int(m.sum()), "matched": int(hits[m].sum()),
+                     "matched_share": float(hits[m].mean()) if m.any() else None})
+    return {"class": cls, "min_overlap": min_overlap, "bins": bins, "frames_without": empty_frames,
+            "boxes_at_0.5_in_frames_without": int(empty_boxes)}
+
+
+def pool_reliability(results: list[dict]) -> dict:
+    """:func:`score_reliability` results of disjoint frame sets (the folds of a k-fold) summed into one."""
+    if not results:
+        raise ValueError("nothing to pool")
+    out = {k: results[0][k] for k in ("class", "min_overlap")}
+    bins = []
+    for i, b in enumerate(results[0]["bins"]):
+        boxes = sum(r["bins"][i]["boxes"] for r in results)
+        matched = sum(r["bins"][i]["matched"] for r in results)
+        bins.append({"from": b["from"], "to": b["to"], "boxes": boxes, "matched": matched,
+                     "matched_share": matched / boxes if boxes else None})
+    out.update(bins=bins, frames_without=sum(r["frames_without"] for r in results),
+               **{"boxes_at_0.5_in_frames_without": sum(r["boxes_at_0.5_in_frames_without"] for r in results)})
+    return out
