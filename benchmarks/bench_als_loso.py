@@ -51,7 +51,7 @@ rob = importlib.util.module_from_spec(_spec)
 sys.modules["bench_als_robustness"] = rob   # its dataclasses look their module up
 _spec.loader.exec_module(rob)
 
-from pcseg.data.classmaps import BUILTIN_CLASS_MAPS  # noqa: E402
+from pcseg.engine.quality import parse_eval_spec  # noqa: E402
 from pcseg.engine.segment import airborne_rules  # noqa: E402
 from pcseg.models import zoo  # noqa: E402
 
@@ -60,9 +60,8 @@ RECIPE_MODEL = "sala-als-terrain"
 
 
 def file_of(item: str) -> Path:
-    """The file of a ``-d`` item (``MAP:PATH`` or a path)."""
-    head, sep, rest = item.partition(":")
-    return Path(rest if sep and head in BUILTIN_CLASS_MAPS else item)
+    """The file of a ``-d`` item (``MAP:PATH`` or a path; ``pcseg.engine.quality.parse_eval_spec``)."""
+    return Path(parse_eval_spec(item)[0])
 
 
 def source_of(item: str) -> str:

@@ -32,10 +32,10 @@ def _row_at(levels: list[dict], density: float) -> dict | None:
 def density_advice(card: dict, density: float, source: str, others: dict[str, dict] | None = None,
                    has_echo: bool = True) -> str | None:
     """One line when the card measures this model more than ADVICE_DROP points of mean IoU below its
-    full-density figure on the same files at the cloud's ``density`` (points/m²), else None. ``others``: name -> card of the
-    shipped models (:func:`pcseg.models.zoo.shipped`); the best of those with the same classes at that level
-    is named when it beats this model there by ADVICE_DROP; a model reading return numbers only when the file
-    has them (``has_echo``)."""
+    full-density figure on the same files at the cloud's ``density`` (points/m²), else None. ``others``: name ->
+    card of the shipped models (:func:`pcseg.models.zoo.shipped`); the best of those with the same classes at
+    that level is named when it beats this model there by ADVICE_DROP; a model reading return numbers only when
+    the file has them (``has_echo``)."""
     if not (density > 0 and math.isfinite(density)):
         return None
     row = _row_at(_random_rows(card), density)

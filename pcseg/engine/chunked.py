@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -21,16 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import (FeatureStats, fill_local_features, has_echo, local_margin, make_features,
-                             parse_channels)
+from ..data.features import FeatureStats, fill_local_features, local_margin, make_features, parse_channels
 from ..geometry import grid_subsample
 from ..io.atomic import atomic_write
 from ..io.las import fill_record, iter_las_chunks, output_header
 from ..models.checkpoint import Checkpoint
-from .infer import softmax, top_two, vote_logits, warn_density
+from .infer import softmax, top_two, vote_logits, warn_inputs
 from .options import SegmentOptions
 
-log = logging.getLogger(__name__)
 
 CHUNK = 1_000_000
 
@@ -91,12 +88,8 @@ def segment_las_chunked(ck: Checkpoint, src: str, dest: str, compressed: bool, n
         f_dim = None
         handles: dict[tuple[int, int], list] = {}
         for start, c in iter_las_chunks(src, CHUNK):
-            if start == 0:   # the first million points: density over the cells they occupy
-                warn_density(card, c.xyz, src, c.fields)
-            if start == 0 and "echo" in channels and len(c) and not has_echo(c.fields):
-                log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality "
-                            "without them (a model reading x, y, z only, such as sala-als, may suit this file "
-                            "better)", src, card.get("name") or "the model")
+            if start == 0:   # the first million points (density over the cells they occupy)
+                warn_inputs(card, c.xyz, src, c.fields)
             feats = make_features(c.fields, c.xyz, channels, src, stats, local=False,
                                   color_optional=bool(card.get("color_drop")))
             f_dim = feats.shape[1]

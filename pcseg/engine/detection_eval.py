@@ -285,8 +285,8 @@ def score_reliability(pred: dict[str, list[KittiObject]], truth: dict[str, list[
     """What a detection's score says: per score bin, how many ``cls`` boxes were predicted and the share that
     found a ``cls`` ground truth of any difficulty (bird's-eye-view IoU above ``min_overlap``; each ground truth
     taken by at most one box: boxes in descending score each take the unassigned ground truth of greatest
-    overlap, the greedy matching of COCO-style evaluation); and, over the frames holding no ``cls`` ground truth (a frame without cars), how many boxes
-    score 0.5 or more. A calibrated score reads as that share. DontCare regions are not excluded here: a box on
+    overlap, the greedy matching of COCO-style evaluation); and, over the frames holding no ``cls`` ground truth
+    (a frame without cars), how many boxes score 0.5 or more. A calibrated score reads as that share. DontCare regions are not excluded here: a box on
     one counts as unmatched."""
     edges = np.asarray(edges, dtype=np.float64)
     scores, hits, empty_frames, empty_boxes = [], [], 0, 0
@@ -299,7 +299,8 @@ def score_reliability(pred: dict[str, list[KittiObject]], truth: dict[str, list[
         if not d:
             continue
         order = np.argsort([-o.score for o in d], kind="stable")
-        ov = _overlaps(_camera_boxes([d[i] for i in order]), _camera_boxes(g), "bev") if g else np.zeros((len(d), 0))
+        ov = (_overlaps(_camera_boxes([d[i] for i in order]), _camera_boxes(g), "bev") if g
+              else np.zeros((len(d), 0)))
         taken = np.zeros(len(g), bool)
         for row, i in enumerate(order):
             cand = np.where(taken, -1.0, ov[row]) if len(g) else np.zeros(0)

@@ -166,9 +166,14 @@ def vote_logits(model: torch.nn.Module, spec: PyramidSpec, points: np.ndarray, f
     return logit_sum.numpy() / seen[:, None], n_regions, fed / max(1, len(points) * max(1, int(votes)))
 
 
-def warn_density(card: dict, xyz: np.ndarray, source: str, fields: dict) -> None:
-    """Log :func:`pcseg.engine.advice.density_advice` for a cloud (points ``xyz``, per-point ``fields``) when its
-    card has density figures and they say the cloud is sparser than the model holds up to."""
+def warn_inputs(card: dict, xyz: np.ndarray, source: str, fields: dict) -> None:
+    """Log what a cloud (points ``xyz``, per-point ``fields``) lacks for the model of ``card``: return numbers
+    for a model that reads them, and density where the card's density figures say the model does not hold up
+    (:func:`pcseg.engine.advice.density_advice`)."""
+    if "echo" in card["features"] and len(xyz) and not has_echo(fields):
+        log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality without them "
+                    "(a model reading x, y, z only, such as sala-als, may suit this file better)", source,
+                    card.get("name") or "the model")
     if len(xyz) and (card.get("robustness_validation") or {}).get("density"):
         from ..models import zoo
 
@@ -190,11 +195,7 @@ def prepare_inputs(ckpt: Checkpoint, cloud: PointCloud, hag: list | None = None)
         log.warning("%s has no colour: the model reads zero colour, the input it learnt from the %.0f%% of its "
                     "training spheres whose colour was dropped", cloud.meta.get("source") or "the cloud",
                     100 * card["color_drop"])
-    if "echo" in card["features"] and len(cloud) and not has_echo(cloud.fields):
-        log.warning("%s has no usable return numbers: %s reads them, and its card gives its quality without them "
-                    "(a model reading x, y, z only, such as sala-als, may suit this file better)",
-                    cloud.meta.get("source") or "the cloud", card.get("name") or "the model")
-    warn_density(card, cloud.xyz, cloud.meta.get("source") or "the cloud", cloud.fields)
+    warn_inputs(card, cloud.xyz, cloud.meta.get("source") or "the cloud", cloud.fields)
     feats = make_features(cloud.fields, cloud.xyz, card["features"], cloud.meta.get("source"),
                           color_optional=optional, hag=hag)
     return spec, grid_subsample(cloud.xyz - cloud.origin, float(card["dl0"]), features=feats)

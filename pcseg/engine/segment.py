@@ -79,15 +79,17 @@ def refine_and_split(ck: Checkpoint, rules: dict | None, xyz: np.ndarray, labels
         return labels, None
     cmap = class_map_of(ck)
     ground = cmap.index(rules["ground_class"])
+    low_vegetation = rules.get("terrain_tolerance") is not None and "terrain" in ck.card["features"]
+    if hag is None and low_vegetation:   # both tests read them: computed once (chunked tiles come without)
+        hag = ground_surfaces(xyz, ck.card["features"])
     if rules["building_min_height"] is not None:
         labels = refine_buildings(xyz, labels, runner_up, cmap.index(rules["building_class"]),
                                   rules["building_min_height"], hag, ck.card["features"])
     if np.isfinite(rules["ground_tolerance"]):
         labels = refine_ground(xyz, labels, ground, cmap.index(rules["vegetation_class"]),
                                float(rules["ground_tolerance"]), int(rules["ground_neighbours"]))
-    if rules.get("terrain_tolerance") is not None and "terrain" in ck.card["features"]:
-        surfaces = hag if hag is not None else ground_surfaces(xyz, ck.card["features"])
-        labels = refine_low_vegetation(xyz, labels, ground, cmap.index(rules["vegetation_class"]), surfaces[1],
+    if low_vegetation:
+        labels = refine_low_vegetation(xyz, labels, ground, cmap.index(rules["vegetation_class"]), hag[1],
                                        float(rules["terrain_tolerance"]), float(rules["terrain_slope_factor"]))
     return labels, height_above_predicted_ground(xyz, labels, ground, float(rules["cell"]))
 
