@@ -24,8 +24,12 @@ of that file's mean). Three sweeps (``--sweeps``):
 3. inputs: every file of the set (ground-only files too) fed as read, as x, y, z only (every field dropped:
    the labels come from the file as read), with z shifted by +1,000 m, and rewritten as LAS 1.2 point format 1
    (classification codes above 31 written as 1, return counts capped at 7, as that format holds no more) and as
-   LAS 1.4 point format 6, each read back with ``pcseg.io.read``. Compared with the file as read; a variant the
-   model cannot take (a model reading intensity, given x, y, z only) is reported with the reason. This sweep
+   LAS 1.4 point format 6, each read back with ``pcseg.io.read``; and with noise returns added, as a raw survey
+   holds them and none of the project's files does (their providers removed them): 0.1 % of the points copied
+   5-50 m below themselves (multipath, ASPRS 7 "low noise") and 0.1 % copied 50-500 m above (birds, cloud, ASPRS
+   18 "high noise"), single returns; the model sees them, only the file's own points are scored. Compared with
+   the file as read; a variant the model cannot take (a model reading intensity, given x, y, z only) is reported
+   with the reason. This sweep
    also gives the ground / non-ground IoU pooled over all its files (bench_als.py's measure; ASPRS noise,
    overlap and unlabelled codes left out).
 
@@ -78,7 +82,9 @@ ANCHORS = {"building": (6,), "tree crown": (5,)}  # ASPRS codes of the objects t
 CROPS_PER_ANCHOR = 2  # per file, crop size and anchor kind
 BAND = 5.0  # m: the border band of a crop
 Z_SHIFT = 1000.0
-VARIANTS = ("as read", "x, y, z only", f"z + {Z_SHIFT:,.0f} m", "LAS 1.2 point format 1", "LAS 1.4 point format 6")
+NOISE_SHARE, NOISE_BELOW, NOISE_ABOVE = 0.001, (5.0, 50.0), (50.0, 500.0)  # per kind; metres
+VARIANTS = ("as read", "x, y, z only", f"z + {Z_SHIFT:,.0f} m", "LAS 1.2 point format 1", "LAS 1.4 point format 6",
+            "with noise returns")
 CLASSES = ("ground", "vegetation", "building")
 NAMES = builtin_class_map("als").names
 GROUND = NAMES.index("ground")
@@ -266,8 +272,30 @@ def edge_sweep(model: Model, sources: list[Source]) -> dict:
     return {"pooled": rows, "per_file": per_file}
 
 
+def with_noise_returns(cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
+    """``cloud`` followed by its noise returns (module docstring, 3): copies of NOISE_SHARE of its points moved
+    down by NOISE_BELOW and as many moved up by NOISE_ABOVE (uniform), ASPRS 7 and 18, single returns."""
+    n = len(cloud)
+    k = max(1, round(NOISE_SHARE * n))
+    src = rng.choice(n, 2 * k, replace=n < 2 * k)
+    dz = np.concatenate([-rng.uniform(*NOISE_BELOW, k), rng.uniform(*NOISE_ABOVE, k)])
+    xyz = np.concatenate([cloud.xyz, cloud.xyz[src] + np.stack([np.zeros(2 * k), np.zeros(2 * k), dz], axis=1)])
+    fields = {}
+    for key, v in cloud.fields.items():
+        v = np.asarray(v)
+        extra = v[src].copy()
+        if key == "classification":
+            extra[:] = np.repeat(np.array([7, 18], v.dtype), k)
+        elif key in ("return_number", "number_of_returns"):
+            extra[:] = 1
+        fields[key] = np.concatenate([v, extra])
+    return PointCloud(xyz, fields, {**cloud.meta, "source": f"{cloud.meta.get('source', '')} (with noise returns)"})
+
+
 def variant(name: str, cloud: PointCloud, folder: Path) -> PointCloud:
-    """The cloud as the input variant ``name`` (VARIANTS) presents it."""
+    """The cloud as the input variant ``name`` (VARIANTS) presents it (the noise returns after its points)."""
+    if name == VARIANTS[5]:
+        return with_noise_returns(cloud, rng_for("noise", cloud.meta.get("source", ""), len(cloud)))
     if name == VARIANTS[1]:
         return PointCloud(cloud.xyz, {"classification": cloud.fields["classification"]},
                           {"source": f"{cloud.meta.get('source', '')} ({name})"})
@@ -297,7 +325,8 @@ def input_sweep(model: Model, sources: list[Source]) -> dict:
             ref = s.tally(s.pred)
             for name in VARIANTS:
                 try:
-                    t = ref if name == VARIANTS[0] else s.tally(model(variant(name, s.cloud, Path(tmp))))
+                    t = ref if name == VARIANTS[0] else \
+                        s.tally(model(variant(name, s.cloud, Path(tmp)))[:len(s.cloud)])
                 except BadInputError as e:
                     reason = str(e).replace(tmp, "").replace(str(DATA), "")
                     per_file.append({"file": s.name, "input": name, "error": reason})
