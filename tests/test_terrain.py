@@ -399,14 +399,37 @@ def rotated_scene(side, density, roof=0.7, height=20.0, angle=40.0, seed=0):
 
 @pytest.mark.parametrize("side,density", [(80, 3.0), (80, 1.0), (80, 0.3), (150, 0.3)])
 def test_roof_cut_by_a_rotated_footprint_stands_above(side, density, monkeypatch):
-    """A roof over 70 % of a rotated survey, cut by its edge on three sides. The nearest fill gives the raster's
-    empty corners the roof's height; without the footprint the roof is terrain (as on sample_c)."""
-    xyz, obj, true = rotated_scene(side, density)
-    h = terrain_surface(xyz).height(xyz)
-    assert_object_stands(h[obj], true[obj], f"roof in a rotated {side} m survey at {density} points/m2")
-    assert_ground(h[~obj], f"ground beside it at {density} points/m2")
+    """A roof over 70 % and over 85 % of a rotated survey, cut by its edge on three sides. The nearest fill gives
+    the raster's empty corners the roof's height; without the footprint the 85 % roof is terrain (as on
+    sample_c)."""
+    for roof in (0.7, 0.85):
+        xyz, obj, true = rotated_scene(side, density, roof=roof)
+        h = terrain_surface(xyz).height(xyz)
+        assert_object_stands(h[obj], true[obj], f"roof over {roof:.0%} of a rotated {side} m survey at {density} "
+                                                "points/m2")
+        assert_ground(h[~obj], f"ground beside it at {density} points/m2")
     monkeypatch.setattr(G, "outside_footprint", lambda empty: np.zeros(empty.shape, bool))
     assert np.median(terrain_surface(xyz).height(xyz[obj]) - true[obj]) < -5.0
+
+
+def test_a_terrain_with_every_cell_removed_is_the_cell_minima(monkeypatch, shared_data):
+    """When the openings remove every cell (or all but a few isolated ones, which the outline margin would
+    cover), the fill has nothing to start from: the surface is the cell minima, or filled from the few kept
+    cells, never infinite (NaN heights). ign_mnx_corse (48 x 40 m: the sea and a slope rising 40 m from it)
+    comes close: the windows restricted to the raster remove all but 0.25 % of its cells."""
+    xyz, obj, true = scene(60, 1.0, "slope", ((20.0, 40.0, 20.0, 40.0, 8.0),))
+    monkeypatch.setattr(G, "_pmf", lambda z0, *a, **k: np.ones(z0.shape, bool))
+    h = terrain_surface(xyz).height(xyz)
+    assert np.isfinite(h).all() and np.median(np.abs(h[obj])) < 0.1  # the cell minima: the roof is its own
+    one_kept = lambda z0, *a, **k: np.arange(z0.size).reshape(z0.shape) != z0.size // 2
+    monkeypatch.setattr(G, "_pmf", one_kept)
+    assert np.isfinite(terrain_surface(xyz).height(xyz)).all()
+    monkeypatch.undo()
+    import laspy
+
+    las = laspy.read(shared_data / "als" / "ign_mnx_corse.laz")
+    corse = np.c_[las.x, las.y, las.z]
+    assert np.isfinite(terrain_surface(corse).height(corse)).all()
 
 
 def test_a_footprint_changes_nothing_on_a_full_rectangular_tile():

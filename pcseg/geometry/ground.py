@@ -426,6 +426,11 @@ def terrain_surface(xyz: np.ndarray, cell: float | None = None, max_window: floa
     # the kept cells around a removed region straddle its outline (a cell holding a few roof points and no
     # ground point keeps the roof's height): the fill starts one cell further out; the cells outside the
     # footprint are filled from the terrain too (points at the footprint's edge are sampled between them)
-    removed = ndimage.binary_dilation(removed, structure=np.ones((3, 3), bool))
-    hole = removed | outside
-    return Surface(lo, cell, _fill_linear(z0, hole if not hole.all() else removed))
+    grown = ndimage.binary_dilation(removed, structure=np.ones((3, 3), bool))
+    grown = removed if grown.all() else grown      # only a few kept cells: the fill starts at them
+    if grown.all():
+        # nothing kept (a steep tile can be one region that the capped windows cut and that touches no kept
+        # cell): no support to fill from; the cell minima are the best estimate there is
+        return Surface(lo, cell, z0)
+    hole = grown | outside
+    return Surface(lo, cell, _fill_linear(z0, hole if not hole.all() else grown))
