@@ -7,6 +7,7 @@ Scores are those of ``benchmarks/bench_als.py`` (its helpers): ground / vegetati
 model's per-point tests (building height test, ground tolerance, vegetation split: the adapted card's may differ,
 see ``pcseg adapt --help``), and their mean over the classes the half's labels hold (AHN3's code 1, "vegetation or
 other", is not scored, so AHN3 halves have no vegetation); the network's own figures (tests off) are in the JSON.
+"kept": the step ``pcseg adapt``'s check wrote (0: the model unchanged; see ``pcseg.engine.adapt``).
 Each adaptation is the whole command in a fresh process (its wall-clock seconds are reported, with the load
 average before and after) and an empty cache (``PCSEG_CACHE`` in the temporary folder), as a first run would be.
 
@@ -124,7 +125,7 @@ def main() -> int:
                        "gain": _gain(shipped_scores[test_side], adapted), "seconds": round(seconds, 1),
                        "steps": summary["steps"], "planned_steps": summary["planned_steps"],
                        "stopped_by": summary["stopped_by"], "lr": summary["lr"],
-                       "building_test": _building_test(out),
+                       "building_test": _building_test(out), "check": _check(out),
                        "loadavg_before": [round(v, 2) for v in load_before],
                        "loadavg_after": [round(v, 2) for v in load_after]}
                 entry["runs"].append(run)
@@ -171,6 +172,11 @@ def _building_test(path: str) -> str:
     return tests.get("building_test", "-")
 
 
+def _check(path: str) -> dict | None:
+    """What ``pcseg adapt``'s check saw (held-out scores by step, the step written; 0: the model's weights)."""
+    return zoo.load(path).card["adaptation"].get("check")
+
+
 def _gain(before: dict, after: dict) -> float | None:
     if before["mean"] is None or after["mean"] is None:
         return None
@@ -205,13 +211,18 @@ def _row(tile: str, r: dict) -> str:
     gain = "  -  " if r["gain"] is None else f"{r['gain']:+5.1f}"
     return (f"{tile[:36]:36s} {r['adapt_on'] + '->' + r['score_on']:10s} {r['points_score']:8,d} | "
             f"{_scores(r['shipped'])} | {_scores(r['adapted'])} | {gain} | {r['building_test']:5s} {r['steps']:5d} "
-            f"{r['seconds']:6.1f} s  load {r['loadavg_before'][0]:.1f}")
+            f"{_kept(r.get('check')):>5s} {r['seconds']:6.1f} s  load {r['loadavg_before'][0]:.1f}")
+
+
+def _kept(check: dict | None) -> str:
+    """The step the check wrote ('0': the model unchanged), '-' without a check."""
+    return "-" if not check or check.get("chosen_step") is None else str(check["chosen_step"])
 
 
 def _table(report: dict) -> str:
     cols = "    G     V     B | mean"
     head = [f"{'':36s} {'':10s} {'':8s} | {'shipped':24s} | {'adapted':24s} |",
-            f"{'tile':36s} {'halves':10s} {'points':>8s} | {cols} | {cols} | {'gain':>5s} | {'b.test':5s} steps   time"]
+            f"{'tile':36s} {'halves':10s} {'points':>8s} | {cols} | {cols} | {'gain':>5s} | {'b.test':5s} steps  kept   time"]
     rows = [_row(t["tile"] + (" *" if t["model_trained_on_it"] else ""), r) for t in report["tiles"] for r in t["runs"]]
     note = ["* the model trained on this tile (both halves)"] if any(t["model_trained_on_it"] for t in report["tiles"]) else []
     return "\n".join(head + rows + note)

@@ -48,7 +48,8 @@ def _cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def adapted(crop, other_corner, tmp_path_factory):
-    """`pcseg adapt sala-als crop -o out.pt --steps 2 --val other_corner --json`: (output path, its JSON summary)."""
+    """`pcseg adapt sala-als crop -o out.pt --steps 2 --val other_corner --holdout 0 --json` (no check: the last
+    step is written, the val file reported on): (output path, its JSON summary)."""
     import os
 
     os.environ.setdefault("PCSEG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -62,7 +63,7 @@ def adapted(crop, other_corner, tmp_path_factory):
         buf = io.StringIO()
         with redirect_stdout(buf):
             rc = main(["adapt", "sala-als", str(crop), "-o", str(out), "--steps", "2", "--val", str(other_corner),
-                       "--threads", "1", "--json"])
+                       "--holdout", "0", "--threads", "1", "--json"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -166,3 +167,66 @@ def test_errors_are_one_line(crop, tmp_path, capsys):
         capsys, ["adapt", str(zoo.MODELS_DIR / "sala-als.safetensors"), str(crop), "-o",
                  str(zoo.MODELS_DIR / "sala-als.safetensors")], 2)
     assert not Path(out).exists()
+
+
+# --------------------------------------------------------------------------------------------- the check
+def test_holdout_blocks_match_a_direct_count():
+    from pcseg.engine.adapt import holdout_blocks
+
+    rng = np.random.default_rng(3)
+    pts = np.c_[rng.uniform(0, 50, (4000, 2)), rng.normal(0, 1, 4000)]
+    labelled = pts[:, 0] < 40            # the blocks past x = 40 m hold no labelled point
+    hold = holdout_blocks(pts, labelled, 10.0, 0.2, np.random.default_rng(0))
+    cell = [tuple(c) for c in np.floor((pts[:, :2] - pts[:, :2].min(axis=0)) / 10.0).astype(int)]
+    labelled_blocks = {c for c, l in zip(cell, labelled) if l}
+    held_blocks = {c for c, h in zip(cell, hold) if h}
+    assert len(labelled_blocks) == 20 and len(held_blocks) == 4       # a fifth of them
+    assert held_blocks <= labelled_blocks                             # drawn from the labelled blocks only
+    assert all(h == (c in held_blocks) for c, h in zip(cell, hold))  # whole blocks
+    one = holdout_blocks(pts, (pts[:, 0] < 5) & (pts[:, 1] < 5), 10.0, 0.2, np.random.default_rng(0))
+    assert not one.any()                                              # a single labelled block: nothing held out
+    two = holdout_blocks(pts, pts[:, 0] < 15, 10.0, 0.9, np.random.default_rng(0))
+    assert 0 < len({c for c, h in zip(cell, two) if h}) < 10          # never every block
+
+
+def test_the_check_keeps_the_model_when_adapting_makes_it_worse(crop, tmp_path):
+    """A learning rate of 0.05 (50x the default) wrecks the network in a few steps; the held-out blocks see it and the output keeps
+    the model's weights, and says so in its card."""
+    from pcseg.engine.adapt import AdaptSettings, adapt
+
+    out = tmp_path / "wrecked.safetensors"
+    result = adapt("sala-als", [str(crop)], out, AdaptSettings(steps=10, lr=0.05, minutes=None))
+    check = result.card["adaptation"]["check"]
+    assert check["on"] == "held-out blocks" and check["labelled_cells"] > 0 and check["block"] == 12.5
+    assert set(check["scores"]) == {"0", "2", "4", "6", "8", "10"}
+    assert check["chosen_step"] == 0 and check["before"] == check["scores"]["0"]
+    assert max(v for k, v in check["scores"].items() if k != "0") < check["before"] + 0.01
+    a, b = zoo.load(str(out)).model.state_dict(), zoo.load("sala-als").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_check_keeps_the_best_checkpoint_by_the_margin(crop, tmp_path, monkeypatch):
+    """Scripted held-out scores: the step that beats the model by the margin and scores best is written; a
+    step within the margin of the model is not."""
+    import pcseg.engine.adapt as A
+
+    script = iter([0.50, 0.505, 0.58, 0.62, 0.60, 0.55])   # before, then steps 2, 4, 6, 8, 10
+    weights = {}
+
+    def validate(self):
+        self._keep_statistics()
+        self._validated_at = self.step
+        weights[self.step] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return {"miou": next(script), "oa": 0.9, "macc": 0.8, "iou": {}}
+
+    monkeypatch.setattr(A.AdaptTrainer, "validate", validate)
+    out = tmp_path / "best.safetensors"
+    result = A.adapt("sala-als", [str(crop)], out, A.AdaptSettings(steps=10, minutes=None))
+    check = result.card["adaptation"]["check"]
+    assert check["chosen_step"] == 6 and result.validation["miou"] == 0.62
+    got = zoo.load(str(out)).model.state_dict()
+    assert all(torch.equal(got[k], weights[6][k]) for k in got)
+    assert any(not torch.equal(got[k], weights[10][k]) for k in got if got[k].is_floating_point())
+    script = iter([0.50, 0.505, 0.509, 0.50, 0.49, 0.48])   # nothing beats 0.50 by a point
+    result = A.adapt("sala-als", [str(crop)], tmp_path / "same.safetensors", A.AdaptSettings(steps=10, minutes=None))
+    assert result.card["adaptation"]["check"]["chosen_step"] == 0

@@ -27,8 +27,13 @@ def register(app: typer.Typer) -> None:
                                            "divided by 10 over the run"),
         minutes: float = typer.Option(5.0, "--minutes", help="wall-clock budget of the whole command: training "
                                       "stops early enough to validate and write the model in time"),
-        val: list[str] = typer.Option([], "--val", help="labelled files to report the adapted model's mIoU on "
-                                      "(repeatable; never the training files)"),
+        val: list[str] = typer.Option([], "--val", help="labelled files that decide which checkpoint (or the model "
+                                      "unchanged) is written, and its reported mIoU (repeatable; never the "
+                                      "training files)"),
+        holdout: float = typer.Option(0.2, "--holdout", help="share of your labelled area (blocks of half a sphere "
+                                      "radius) held out of training to check that adapting helps; the output is "
+                                      "the best checkpoint there, or the model unchanged when none beats it by 1 "
+                                      "point (with --val, those files decide instead; 0: no check)"),
         seed: int = typer.Option(0, "--seed", help="seed of the training spheres"),
         device: str = device_option(),
         threads: Optional[int] = threads_option(),
@@ -37,7 +42,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Adapt a model to your survey: fine-tune it on files where you labelled a patch, for `pcseg segment --model OUT`.
 
-        Unlabelled points (ASPRS 0 and 1 for the airborne models) are ignored. Defaults: 200 steps at a tenth of the model's learning rate, every weight trained with the model's batch-norm statistics kept, at most 5 minutes in all.
+        Unlabelled points (ASPRS 0 and 1 for the airborne models) are ignored. Defaults: 200 steps at a tenth of the model's learning rate, every weight trained with the model's batch-norm statistics kept, at most 5 minutes in all. A fifth of your labelled area is held out: the model and 5 checkpoints are scored there, and the output is the best of them (the model unchanged unless a checkpoint beats it by 1 point).
 
         The model's recipe gives the rest (spheres, batch size, input channels, neighbour caps). The airborne building test is turned off when that scores 2 points or more better on your labelled files. The output's card says what it was adapted from, on which files and with which settings.
         """
@@ -60,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         inputs = [model_file] + [split_class_map(d)[1] for d in list(data) + list(val)]
         check_not_input(inputs, str(output), force=False)
-        settings = AdaptSettings(steps=steps, lr=lr, minutes=minutes, seed=seed, device=device)
+        settings = AdaptSettings(steps=steps, lr=lr, minutes=minutes, seed=seed, device=device, holdout=holdout)
         echo = lambda m: note(m, quiet)  # noqa: E731
         if show_progress(quiet):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,8 +90,14 @@ def register(app: typer.Typer) -> None:
             return
         msg = (f"{result.steps} steps in {result.seconds:.0f} s"
                + (" (stopped by the --minutes budget)" if result.stopped_by == "time budget" else ""))
+        check = a.get("check") or {}
         if "validation" in summary:
-            msg += f"; validation mIoU {100 * summary['validation']['miou']:.1f}"
+            msg += (f"; mIoU {100 * summary['validation']['miou']:.1f} on "
+                    + ("the held-out blocks" if check.get("on") == "held-out blocks" else "the --val files"))
+        if check.get("chosen_step") is not None:
+            summary["chosen_step"] = check["chosen_step"]
+            msg += (f"; kept step {check['chosen_step']}" if check["chosen_step"] else
+                    "; the output keeps the model's weights (no step beat them)")
         note(msg, quiet)
         typer.echo(str(result.output))
 

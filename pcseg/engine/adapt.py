@@ -14,6 +14,13 @@ batch, the neighbour caps the model runs with) and sets only what fine-tuning ch
   gained less everywhere it was tried, so it is not offered;
 * a wall-clock budget (``minutes``) that stops before a step that would not leave time to validate and write
   the model;
+* a check that adapting helps (:data:`HOLDOUT_SHARE`): a share of the labelled area, in blocks of half the
+  sphere radius drawn at random, is held out of training (or the ``val`` files are used instead); the model is
+  scored on it before adapting and :data:`CHECKS` times during the run, and the output is the checkpoint that
+  scored best, or the model's own weights when no checkpoint beat them by :data:`CHECK_MARGIN` points. A short
+  fine-tuning on a small patch can forget a class the patch holds little of: on the west half of a 50 m IGN tile
+  (``benchmarks/bench_als_adapt.py``), 200 steps took ``sala-als-terrain``'s building IoU on the east half
+  from 71.4 to 7.1;
 * the airborne building test (card ``building_test``: a point called building that stands less than 2 m above
   the label-free ground estimates takes its second class) is measured with the model on the labelled files and
   turned off when that raises their mean IoU by :data:`TEST_MARGIN` points or more: it removes whole roofs
@@ -56,6 +63,17 @@ SAVE_RESERVE_S = 3.0
 """Seconds kept back from the budget for writing the model (and the process's own start)."""
 TEST_MARGIN = 2.0
 """Points of mean IoU on the labelled files by which turning the building test off must win to be chosen."""
+HOLDOUT_SHARE = 0.2
+"""Share of the labelled blocks (squares of :data:`HOLDOUT_BLOCK` times the sphere radius over x, y) held out of
+training to check that adapting helps, when no ``val`` files are given."""
+HOLDOUT_BLOCK = 0.5
+"""Side of the held-out blocks, in sphere radii (12.5 m for the airborne models' 25 m spheres): wide enough that a
+block's points are not all next to trained ones, small enough that a patch holds several."""
+CHECKS = 5
+"""Checkpoints scored on the held-out labels during the run (every :data:`DECAY_EPOCHS` / CHECKS epochs)."""
+CHECK_MARGIN = 1.0
+"""Points of mean IoU on the held-out labels by which a checkpoint must beat the model to replace its weights
+(set before any measurement, not tuned: a held-out fifth of a patch is small, and a tie keeps the model)."""
 
 # Card keys that describe how the network reads and post-processes a cloud: the adapted card keeps them. Every
 # other key (quality figures, speed, notes, the shipped file's checksum) describes the original weights only.
@@ -72,6 +90,7 @@ class AdaptSettings:
     minutes: float | None = DEFAULT_MINUTES
     seed: int = 0
     device: str = "auto"
+    holdout: float = HOLDOUT_SHARE
 
 
 @dataclass
@@ -125,15 +144,33 @@ def default_lr(card: dict) -> float:
     return LR_FACTOR * float(lr)
 
 
+def holdout_blocks(points: np.ndarray, labelled: np.ndarray, block: float, share: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Points of the held-out blocks: the squares of side ``block`` over x, y that hold ``labelled`` points,
+    ``share`` of them (rounded, at least one, never all; none when fewer than two) drawn with ``rng``."""
+    cells = np.floor((points[:, :2] - points[:, :2].min(axis=0)) / block).astype(np.int64)
+    key = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
+    blocks = np.unique(key[labelled])
+    if len(blocks) < 2:
+        return np.zeros(len(points), bool)
+    k = min(max(1, round(share * len(blocks))), len(blocks) - 1)
+    return np.isin(key, rng.choice(blocks, k, replace=False))
+
+
 class AdaptTrainer(Trainer):
     """The training engine with what adapting needs: every training file must hold labels, batch norms keep
-    the model's statistics, nothing is written to the run folder (:func:`adapt` writes the one output), and a
-    wall-clock deadline is kept by stopping before a step that would overrun it."""
+    the model's statistics, nothing is written to the run folder (:func:`adapt` writes the one output), a
+    wall-clock deadline is kept by stopping before a step that would overrun it, and the best of the model and
+    its checkpoints on held-out labels is kept (``holdout``: the share of labelled blocks held out when no
+    ``val`` files are given, which then decide instead; 0: no check, the ``val`` files are only reported on)."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, deadline: float | None = None,
-                 reserve: float = SAVE_RESERVE_S, echo=None):
-        self.deadline, self.reserve = deadline, reserve
+                 reserve: float = SAVE_RESERVE_S, echo=None, holdout: float = HOLDOUT_SHARE):
+        self.deadline, self.reserve, self.holdout = deadline, reserve, holdout
         self.stopped_by, self.last_metrics = "steps", {}
+        self.check: dict | None = None  # what the check saw (None: no held-out labels)
+        self.best_state: dict | None = None
+        self._validated_at = -1
         self._times: list[float] = []
         self._last = None
         super().__init__(cfg, run_dir, echo=echo)
@@ -146,6 +183,33 @@ class AdaptTrainer(Trainer):
                 raise BadInputError(f"no point is labelled with one of the model's classes ({', '.join(names)}); "
                                     f"label a patch of it first (its {src.label_field!r} codes are all ignored "
                                     f"or unknown to the class map {src.class_map.name!r})", base_name(src.path))
+        if self.holdout <= 0:
+            return  # no check: the val files (if any) are only reported on
+        if self.val_clouds:
+            self.check = {"on": "validation files", "files": [base_name(s.path) for s in self.val_sources]}
+        else:
+            self._hold_out()
+
+    def _hold_out(self) -> None:
+        """Move the labels of :func:`holdout_blocks` of every training cloud to a validation copy of it (the
+        network still sees those points as context while training)."""
+        from ..data.classmaps import IGNORE
+
+        rng = np.random.default_rng(self.cfg.seed)
+        block = HOLDOUT_BLOCK * self.cfg.sphere_radius
+        train, val, held = [], [], 0
+        for cloud in self.train_clouds:
+            hold = holdout_blocks(cloud.points, cloud.labels >= 0, block, self.holdout, rng)
+            train.append(dataclasses.replace(cloud, labels=np.where(hold, IGNORE, cloud.labels)))
+            if (hold & (cloud.labels >= 0)).any():
+                val.append(dataclasses.replace(cloud, labels=np.where(hold, cloud.labels, IGNORE)))
+                held += int((hold & (cloud.labels >= 0)).sum())
+        if not val:
+            self.echo("no check that adapting helps: the labels cover too small an area to hold a block out "
+                      f"({block:g} m squares); pass --val FILES to check on other labelled files")
+            return
+        self.train_clouds, self.val_clouds = train, val
+        self.check = {"on": "held-out blocks", "share": self.holdout, "block": block, "labelled_cells": held}
 
     def _keep_statistics(self) -> None:
         """Batch norms in eval mode: they normalise with the model's statistics and never update them."""
@@ -155,16 +219,28 @@ class AdaptTrainer(Trainer):
 
     def _loop(self, batches, total, progress):
         self._keep_statistics()
+        if self.check is not None:
+            before = self.validate()
+            self.check.update(before=before.get("miou"), scores={"0": before.get("miou")})
+            # a checkpoint replaces the model's weights only when it beats them by CHECK_MARGIN
+            self.best_miou = -1.0 if before.get("miou") is None else before["miou"] + CHECK_MARGIN / 100
+            self.best_state, self.best_step, self.best_metrics = None, 0, before
         self._last = time.perf_counter()
         return super()._loop(batches, total, progress)
 
     def validate(self) -> dict:
         out = super().validate()  # runs the network in eval mode, then puts the whole model back in train mode
         self._keep_statistics()
+        self._validated_at = self.step
         return out
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
         self.last_metrics = metrics or {}
+        if self.check is not None and self._validated_at == self.step:  # (called after every epoch, validated or not)
+            self.check["scores"][str(self.step)] = metrics.get("miou")
+            if best:
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_step, self.best_metrics = self.step, metrics
 
     def on_step(self) -> None:
         """After each step: stop now (``time_limit`` 0: the loop validates and ends) when one more step, the
@@ -213,13 +289,15 @@ def adapt(model: str, data: list[str], output: str | Path, settings: AdaptSettin
             **recipe, "data": list(data), "val": list(val or []), "init": str(path),
             "class_map": _class_map_setting(card, run_dir), "lr": lr, "max_steps": s.steps,
             "steps_per_epoch": per_epoch, "epochs": math.ceil(s.steps / per_epoch), "lr_decay_epochs": DECAY_EPOCHS,
-            "val_every": 10**9,  # validate once, at the end
+            "val_every": max(1, DECAY_EPOCHS // CHECKS),  # the checks (a run cut short validates when it stops)
             "checkpoint_every": 0, "neighbor_limits": list(card.get("neighbor_limits") or []) or None,
             "point_budget": None, "seed": s.seed, "device": s.device, "time_limit": None, "cache_dir": None,
             "workers": None})
         deadline = started + 60.0 * s.minutes if s.minutes is not None else None
-        trainer = AdaptTrainer(cfg, run_dir, deadline=deadline,
-                               echo=lambda m: None if m.startswith("time limit") else echo(m))
+        if not (isinstance(s.holdout, (int, float)) and 0 <= s.holdout < 1):
+            raise UsageError(f"--holdout is a share in [0, 1), not {s.holdout}")
+        trainer = AdaptTrainer(cfg, run_dir, deadline=deadline, holdout=float(s.holdout),
+                               echo=lambda m: None if m.startswith(("time limit", "step ")) else echo(m))
         echo(f"adapting {label} on {sum(len(c) for c in trainer.train_clouds):,} points at dl0 {cfg.dl0} of "
              f"{len(trainer.train_clouds)} file(s): {s.steps} steps at lr {lr:g}, batches of "
              f"~{trainer.sampler.point_budget:,} points" + (f", at most {s.minutes:g} min" if s.minutes else ""))
@@ -234,6 +312,19 @@ def adapt(model: str, data: list[str], output: str | Path, settings: AdaptSettin
             trainer.cfg.max_steps = 1  # preparing the data used the budget: one step, so the model still moves
             trainer.stopped_by = "time budget"
         result = trainer.train(step_done)
+        if trainer.check is not None and "before" in trainer.check:
+            chosen = trainer.best_step
+            if trainer.best_state is None:   # no checkpoint beat the model: its own weights
+                trainer.model.load_state_dict(zoo.load(model).model.state_dict())
+            else:
+                trainer.model.load_state_dict(trainer.best_state)
+            trainer.last_metrics = trainer.best_metrics
+            trainer.check.update(chosen_step=chosen, margin=CHECK_MARGIN)
+            where = "the held-out blocks" if trainer.check["on"] == "held-out blocks" else "the --val files"
+            best = max((v for k, v in trainer.check["scores"].items() if k != "0" and v is not None), default=None)
+            echo(f"mean IoU on {where}: {_pct(trainer.check['before'])} before adapting, best {_pct(best)} after; "
+                 + (f"kept step {chosen}" if chosen else
+                    f"no step beat the model by {CHECK_MARGIN:g} points: the output keeps its weights"))
         trainer.model.eval()
         new_card = adapted_card(card, label, sha, list(data), list(val or []), s, lr, trainer, result, tests)
         out = Path(output)
@@ -242,6 +333,10 @@ def adapt(model: str, data: list[str], output: str | Path, settings: AdaptSettin
         shutil.rmtree(run_dir, ignore_errors=True)
     return AdaptResult(out, trainer.step, s.steps, time.perf_counter() - started, trainer.stopped_by,
                        trainer.last_metrics, new_card)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def choose_building_test(ck, sources, echo=None) -> dict | None:
@@ -323,6 +418,7 @@ def adapted_card(base: dict, label: str, sha: str | None, data: list[str], val: 
                      "optimizer": trainer.cfg.optimizer, "momentum": trainer.cfg.momentum,
                      "augmentation": trainer.cfg.augmentation, "seed": s.seed},
         "steps": trainer.step, "stopped_by": trainer.stopped_by, "seconds": round(result["seconds"], 1),
+        **({"check": trainer.check} if trainer.check is not None else {}),
         "device": trainer.device.type, "command": " ".join(command),
         **({"per_point_tests": tests} if tests is not None else {}),
     }
