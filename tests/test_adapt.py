@@ -93,7 +93,8 @@ def test_adapted_weights_move_and_the_card_records_the_adaptation(adapted, crop)
     assert info["from"] == "sala-als" and info["from_sha256"] == zoo.shipped()["sala-als"]["sha256"]
     assert info["files"] == [crop.name] and info["steps"] == 2 and info["stopped_by"] == "steps"
     assert info["settings"]["steps"] == 2 and info["per_point_tests"]["building_test"] == "kept"
-    assert info["command"].startswith(f"pcseg adapt sala-als {crop.name} ")
+    assert info["command"].startswith(f"pcseg adapt sala-als {crop.name} ") and info["command"].endswith("--holdout 0")
+    assert "check" not in info   # --holdout 0: no check, the last step is written
     assert card["trained_on"][-1] == crop.name
     assert card["validated_on"] == ["survey_check.laz"] and card["metrics"]["miou"] > 0
     # what segment needs is the base model's; none of the base model's measured figures is carried over

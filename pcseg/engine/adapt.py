@@ -406,6 +406,7 @@ def adapted_card(base: dict, label: str, sha: str | None, data: list[str], val: 
     command = ["pcseg", "adapt", label, *files, "-o", "OUT.safetensors", "--steps", str(s.steps), "--lr", f"{lr:g}"]
     command += (["--minutes", f"{s.minutes:g}"] if s.minutes is not None else [])
     command += [a for v in val for a in ("--val", base_name(v))] + (["--seed", str(s.seed)] if s.seed else [])
+    command += ["--holdout", f"{s.holdout:g}"] if s.holdout != HOLDOUT_SHARE else []
     card["adaptation"] = {
         "from": label, **({"from_sha256": sha} if sha else {}),
         "files": files, "validation_files": card["validated_on"],
