@@ -112,12 +112,12 @@ def train(run: Path, preset: str, data: list[str], settings: list[str], steps: i
     if done.is_file():
         return json.loads(done.read_text())
     epoch = max(1, steps // 8)
-    cmd = [sys.executable, "-m", "pcseg.cli.main", "train", "--config", preset, "--run-dir", str(run),
-           "--threads", str(threads), "--seed", str(seed), "--quiet"]
+    cmd = [sys.executable, "-m", "pcseg.cli.main", "train", "--run-dir", str(run), "--threads", str(threads), "--quiet"]
     resume = (run / "last.state.safetensors").is_file()
-    if resume:
+    if resume:   # the run's own config (a --config would replace it, data and all)
         cmd.append("--resume")
     else:
+        cmd += ["--config", preset, "--seed", str(seed)]
         for d in data:
             cmd += ["-d", d]
         cmd += settings + [f"epochs={8 if steps >= 8 else steps}", f"steps_per_epoch={epoch if steps >= 8 else 1}",
